@@ -1,0 +1,125 @@
+"""The ``anomalens`` command: a thin layer over the API; it parses flags and prints, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from anomalens.errors import AnomalensError
+
+EXAMPLES = {
+    "data list": "examples:\n  anomalens data list\n  ANOMALENS_DATA=../shared/data anomalens data list\n"
+                 "  anomalens data list --data-root /data --json",
+    "data info": "examples:\n  anomalens data info mnist\n  anomalens data info cifar10 --data-root ../shared/data",
+    "data download": "examples:\n  anomalens data download mnist\n"
+                     "  anomalens data download fashion_mnist --data-root /data   # -> /data/fashion_mnist/",
+    "demo": "examples:\n  anomalens demo\n  anomalens demo --out runs/my-demo --seed 3",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="anomalens", formatter_class=fmt,
+        description="Detect anomalies in images and explain them.",
+        epilog="examples:\n  anomalens demo\n  anomalens data list\n  anomalens data info mnist")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = commands.add_parser("data", help="list, inspect and download datasets", formatter_class=fmt,
+                               epilog=EXAMPLES["data list"])
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    root_help = "folder searched first (before $ANOMALENS_DATA and ~/.cache/anomalens)"
+
+    listing = data_commands.add_parser("list", help="every dataset, where it is looked for, whether present",
+                                       formatter_class=fmt, epilog=EXAMPLES["data list"])
+    listing.add_argument("--data-root", help=root_help)
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    info = data_commands.add_parser("info", help="counts per class, image size and file locations",
+                                    formatter_class=fmt, epilog=EXAMPLES["data info"])
+    info.add_argument("name")
+    info.add_argument("--data-root", help=root_help)
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    download = data_commands.add_parser("download", help="fetch a dataset from its official source",
+                                        formatter_class=fmt, epilog=EXAMPLES["data download"])
+    download.add_argument("name")
+    download.add_argument("--data-root", help="where to put it (default ~/.cache/anomalens)")
+
+    demo = commands.add_parser("demo", help="run the offline pipeline on the built-in glyphs",
+                               formatter_class=fmt, epilog=EXAMPLES["demo"])
+    demo.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    demo.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _print_table(rows: list[dict[str, object]]) -> None:
+    width = max(len(str(r["name"])) for r in rows)
+    for r in rows:
+        present = ", ".join(r["present"]) if r["present"] else "missing"  # type: ignore[arg-type]
+        print(f"{r['name']:<{width}}  {present:<12}  {r['description']}")
+        if r["location"]:
+            print(f"{'':<{width}}  {'':<12}  found in {r['location']}")
+        elif not r["present"]:
+            print(f"{'':<{width}}  {'':<12}  looked in {', '.join(r['searched'])}")  # type: ignore[arg-type]
+            if r.get("notes"):
+                print(f"{'':<{width}}  {'':<12}  {r['notes']}")
+
+
+def _print_info(info: dict) -> None:
+    print(f"{info['name']}: {info['description']}")
+    for split, s in info["splits"].items():
+        print(f"\n{split}: {s['count']} images of shape {tuple(s['image_shape'])}")
+        files = s["files"] if isinstance(s["files"], str) else "\n    ".join(s["files"])
+        print(f"  files: {files}")
+        counts = s.get("class_counts") or s.get("defect_counts")
+        for name, count in counts.items():
+            print(f"  {count:>7}  {name}")
+
+
+def _download(name: str, data_root: str | None) -> None:
+    from anomalens.data import catalog, download
+
+    spec = catalog.get_spec(name)
+    if spec.name not in download.OFFICIAL_FILES:
+        raise AnomalensError(f"{spec.name} has no official download ({spec.notes or 'built-in or manual'})")
+    folder = Path(data_root or catalog.CACHE_DIR).expanduser() / (spec.folders or (spec.name,))[0].split("/")[0]
+    for path in download.download_all(download.OFFICIAL_FILES[spec.name], folder):
+        if path.name.endswith((".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
+            print(f"extracting {path.name}")
+            download.extract(path, folder)
+    print(f"{spec.name} is in {folder}; splits present: {catalog.available_splits(spec.name, data_root)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from anomalens.demo import DemoConfig, run_demo
+
+            run_demo(args.out, DemoConfig(seed=args.seed))
+        elif args.data_command == "list":
+            from anomalens.data.catalog import catalog_rows
+
+            rows = catalog_rows(args.data_root)
+            print(json.dumps(rows, indent=2)) if args.json else _print_table(rows)
+        elif args.data_command == "info":
+            from anomalens.data.catalog import dataset_info
+
+            info = dataset_info(args.name, args.data_root)
+            print(json.dumps(info, indent=2)) if args.json else _print_info(info)
+        elif args.data_command == "download":
+            _download(args.name, args.data_root)
+    except AnomalensError as e:
+        print(f"anomalens: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("anomalens: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

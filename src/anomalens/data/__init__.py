@@ -1,0 +1,1 @@
+"""Data layer: file readers, dataset catalog, downloads, scenarios and built-in synthetic data."""

@@ -1,0 +1,283 @@
+"""Scenario builders: turn labelled datasets into anomaly-detection tasks (``ADData``).
+
+A scenario says which samples are normal (a set of classes, or a rule over class and colour such
+as ``"red or one"``); everything else in the test split is an anomaly. Optional training extras:
+an Outlier-Exposure pool drawn from a *different* dataset (checked for overlap with the test
+anomalies), and a few "known anomalies" for supervised training (e.g. only the blue ones).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from anomalens.data import catalog
+from anomalens.data.addata import ADData
+from anomalens.data.images import LabeledImages, to_tensor
+from anomalens.data.synthetic import GLYPH_COLOURS, colourise
+from anomalens.errors import ScenarioError
+
+COLOUR_NAMES = list(GLYPH_COLOURS)
+_NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+NormalRule = Callable[[LabeledImages], np.ndarray]
+
+
+# ------------------------------------------------------------------------------------ normality
+
+
+def _class_index(token: str, class_names: Sequence[str]) -> int:
+    """A class given by name, index or number word ('one' -> the class named '1')."""
+    lowered = [c.lower() for c in class_names]
+    token = token.strip().lower()
+    token = re.sub(r"^(digit|class|letter)\s+", "", token)
+    if token in _NUMBER_WORDS and str(_NUMBER_WORDS.index(token)) in lowered:
+        token = str(_NUMBER_WORDS.index(token))
+    if token in lowered:
+        return lowered.index(token)
+    if token.isdigit() and int(token) < len(class_names):
+        return int(token)
+    raise ScenarioError(f"{token!r} is neither a class of this dataset ({', '.join(class_names[:12])}"
+                        f"{' ...' if len(class_names) > 12 else ''}) nor a colour ({', '.join(COLOUR_NAMES)})")
+
+
+def parse_normality(rule: str | int | Sequence[int | str], class_names: Sequence[str]) -> NormalRule:
+    """A function images -> boolean mask of the normal ones.
+
+    ``rule`` is a class (``7``, ``"seven"``, ``"airplane"``), a list of classes, or a string of
+    terms joined by ``or`` / ``+`` / ``,``, each term atoms joined by ``and``; an atom is a colour
+    (red, yellow, green, cyan, blue, pink, gray) or a class. ``"red or digit one"`` makes red
+    digits and ones of any colour normal; ``"blue and 3"`` only blue threes.
+    """
+    if isinstance(rule, (int, np.integer)):
+        rule = [int(rule)]
+    if not isinstance(rule, str):
+        classes = [_class_index(str(r), class_names) for r in rule]
+        if not classes:
+            raise ScenarioError("the list of normal classes is empty")
+        return lambda d: np.isin(d.labels, classes)
+
+    def atom(token: str) -> Callable[[LabeledImages], np.ndarray]:
+        token = token.strip().lower()
+        if token in COLOUR_NAMES:
+            index = COLOUR_NAMES.index(token)
+
+            def is_colour(d: LabeledImages) -> np.ndarray:
+                if "colour" not in d.attrs:
+                    raise ScenarioError(f"the rule names the colour {token!r} but {d.name or 'the data'} "
+                                        "is not coloured; use colored=True (CLI --colored)")
+                return d.attrs["colour"] == index
+            return is_colour
+        cls = _class_index(token, class_names)
+        return lambda d: d.labels == cls
+
+    terms = [t for t in re.split(r"\s+or\s+|\+|,", rule.strip()) if t.strip()]
+    if not terms:
+        raise ScenarioError(f"empty normality rule {rule!r}; example: 'red or one'")
+    conjunctions = [[atom(a) for a in re.split(r"\s+and\s+", t.strip())] for t in terms]
+
+    def mask(d: LabeledImages) -> np.ndarray:
+        out = np.zeros(len(d), bool)
+        for atoms in conjunctions:
+            term = np.ones(len(d), bool)
+            for a in atoms:
+                term &= a(d)
+            out |= term
+        return out
+    return mask
+
+
+def describe_rule(rule: str | int | Sequence[int | str], class_names: Sequence[str]) -> str:
+    if isinstance(rule, str):
+        return rule
+    rule = [rule] if isinstance(rule, (int, np.integer)) else rule
+    return "classes " + ", ".join(class_names[_class_index(str(r), class_names)] for r in rule)
+
+
+# ------------------------------------------------------------------------------ coloured variant
+
+
+def colored_variant(data: LabeledImages, seed: int = 0, all_colours: bool = False) -> LabeledImages:
+    """The coloured version of a grayscale set, with the seven colours of the counterfactual paper.
+
+    ``all_colours=False`` gives each image one colour drawn with ``seed``; ``True`` makes a copy in
+    every colour (7x the data, as in the paper's Colored-MNIST). The colour index is kept in
+    ``attrs['colour']`` (index into ``COLOUR_NAMES``).
+    """
+    if data.images.shape[-1] != 1:
+        raise ScenarioError(f"{data.name}: colouring needs grayscale images, these have "
+                            f"{data.images.shape[-1]} channels")
+    if all_colours:
+        n, k = len(data), len(COLOUR_NAMES)
+        index = np.tile(np.arange(n), k)
+        colours = np.repeat(np.arange(k), n)
+    else:
+        index = np.arange(len(data))
+        colours = np.random.default_rng(seed).integers(0, len(COLOUR_NAMES), len(data))
+    attrs = {key: value[index] for key, value in data.attrs.items()}
+    attrs["colour"] = colours
+    return LabeledImages(colourise(data.images[index], colours), data.labels[index], data.class_names,
+                         f"colored_{data.name}", attrs)
+
+
+# ----------------------------------------------------------------------------------- conversion
+
+
+def match_format(images: np.ndarray, shape: tuple[int, int, int]) -> torch.Tensor:
+    """uint8 NHWC images -> float NCHW tensor of ``shape`` (C, H, W).
+
+    The documented conversions: RGB -> gray by ITU-R 601 luma (as Pillow's 'L'), gray -> RGB by
+    repeating the channel, and an antialiased bilinear resize. Used to fit an OE set to the data
+    (grayscale CIFAR-10 as OE for Fashion-MNIST).
+    """
+    x = to_tensor(images)
+    c, h, w = shape
+    if x.shape[1] == 3 and c == 1:
+        x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    elif x.shape[1] == 1 and c == 3:
+        x = x.expand(-1, 3, -1, -1).contiguous()
+    if tuple(x.shape[2:]) != (h, w):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+    return x
+
+
+def _image_hashes(images: np.ndarray) -> set[bytes]:
+    return {hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in images}
+
+
+# ------------------------------------------------------------------------------------ scenarios
+
+
+def _attrs_tensors(data: LabeledImages) -> dict[str, torch.Tensor]:
+    attrs = {"label": torch.from_numpy(data.labels.copy())}
+    for key, value in data.attrs.items():
+        if np.issubdtype(value.dtype, np.number) or value.dtype == bool:
+            attrs[key] = torch.from_numpy(np.asarray(value).copy())
+    return attrs
+
+
+def scenario(train: LabeledImages, test: LabeledImages, normal: str | int | Sequence[int | str],
+             name: str | None = None) -> ADData:
+    """Normal = samples matching ``normal`` (see ``parse_normality``); every other test sample is an
+    anomaly. Training uses only the normal training samples."""
+    rule = parse_normality(normal, train.class_names)
+    train_mask, test_mask = rule(train), rule(test)
+    description = describe_rule(normal, train.class_names)
+    if not train_mask.any():
+        raise ScenarioError(f"{train.name}: no training sample is normal under {description!r}")
+    if train_mask.all() or test_mask.all():
+        raise ScenarioError(f"{train.name}: every sample is normal under {description!r}: no anomalies left")
+    if not test_mask.any():
+        raise ScenarioError(f"{test.name}: no test sample is normal under {description!r}")
+    return ADData(
+        train_normal=to_tensor(train.images[train_mask]),
+        test_x=to_tensor(test.images),
+        test_y=torch.from_numpy((~test_mask).astype(np.int64)),
+        test_attrs=_attrs_tensors(test),
+        name=name or f"{train.name}: normal = {description}",
+        normal_description=description,
+    )
+
+
+def one_vs_rest(train: LabeledImages, test: LabeledImages, normal_class: int | str) -> ADData:
+    """One class is normal, all others are anomalies (the standard benchmark)."""
+    return scenario(train, test, [normal_class])
+
+
+def leave_one_class_out(train: LabeledImages, test: LabeledImages, anomalous_class: int | str) -> ADData:
+    """All classes but one are normal; the left-out class is the anomaly."""
+    left_out = _class_index(str(anomalous_class), train.class_names)
+    normal = [i for i in range(len(train.class_names)) if i != left_out]
+    data = scenario(train, test, normal)
+    data.name = f"{train.name}: anomaly = {train.class_names[left_out]}"
+    data.normal_description = f"all classes but {train.class_names[left_out]}"
+    return data
+
+
+def oe_indices(pool_size: int, size: int | None, seed: int) -> np.ndarray:
+    """Indices of an OE pool: the first ``size`` of a seeded permutation, so pools are nested
+    (the pool of size 2 contains the pool of size 1 for the same seed), without replacement."""
+    if size is None:
+        return np.arange(pool_size)
+    if size < 1:
+        raise ScenarioError(f"oe_size must be >= 1 (or None for the whole set), got {size}")
+    if size > pool_size:
+        raise ScenarioError(f"oe_size {size} exceeds the {pool_size} available outlier images; "
+                            f"use at most {pool_size}")
+    return np.random.default_rng(seed).permutation(pool_size)[:size]
+
+
+def check_disjoint(oe: LabeledImages, test: LabeledImages, anomalies: np.ndarray) -> None:
+    """Refuse an OE set that shares images with the test anomalies: training on them would leak
+    the test set and inflate every metric."""
+    if oe.name and oe.name == test.name:
+        raise ScenarioError(f"OE set {oe.name!r} is the test dataset itself: its images include the test "
+                            "anomalies. Choose another dataset (e.g. kmnist for mnist, tinyimagenet for cifar10)")
+    shared = _image_hashes(oe.images) & _image_hashes(test.images[anomalies])
+    if shared:
+        raise ScenarioError(f"OE set {oe.name!r} shares {len(shared)} images with the test anomalies of "
+                            f"{test.name!r}. Choose a disjoint OE dataset or remove the duplicates")
+
+
+def with_outlier_exposure(data: ADData, oe: LabeledImages, test: LabeledImages, size: int | None = None,
+                          seed: int = 0) -> ADData:
+    """Add an OE pool of ``size`` images (all when None) drawn from ``oe``, fitted to the data's format."""
+    anomalies = data.test_y.numpy().astype(bool)
+    check_disjoint(oe, test, anomalies)
+    index = oe_indices(len(oe), size, seed)
+    data.train_oe = match_format(oe.images[np.sort(index)], data.image_shape)
+    return data
+
+
+def with_known_anomalies(data: ADData, train: LabeledImages, normal: str | int | Sequence[int | str],
+                         known: str | int | Sequence[int | str], size: int | None = None,
+                         seed: int = 0) -> ADData:
+    """Add labelled training anomalies: training samples that are anomalous under ``normal`` and
+    match ``known`` (e.g. ``"blue"``), optionally a seeded subset of ``size``."""
+    is_normal = parse_normality(normal, train.class_names)(train)
+    is_known = parse_normality(known, train.class_names)(train)
+    candidates = np.flatnonzero(~is_normal & is_known)
+    if len(candidates) == 0:
+        raise ScenarioError(f"no training anomaly matches {known!r} (normal = {normal!r})")
+    chosen = candidates[np.sort(oe_indices(len(candidates), size, seed))]
+    data.train_anomalies = to_tensor(train.images[chosen])
+    return data
+
+
+def _drop_cifar10_overlap(oe: LabeledImages, dataset: str) -> LabeledImages:
+    """Tiny-ImageNet as OE for CIFAR-10 must not contain CIFAR-10's classes (or close relatives)."""
+    if dataset == "cifar10" and "cifar10_overlap" in oe.attrs:
+        return oe.subset((oe.attrs["cifar10_overlap"] < 0) & ~oe.attrs["cifar10_related"])
+    return oe
+
+
+def build(dataset: str, normal: str | int | Sequence[int | str], *, colored: bool = False,
+          oe: str | None = None, oe_size: int | None = None, oe_split: str | None = None,
+          known_anomalies: str | int | Sequence[int | str] | None = None, known_size: int | None = None,
+          seed: int = 0, data_root: str | Path | None = None) -> ADData:
+    """A scenario from dataset names, the high-level entry point.
+
+    ``build("mnist", 7, oe="kmnist", oe_size=1024)`` is MNIST one-vs-rest with 1,024 KMNIST
+    outliers; ``build("mnist", "red or one", colored=True, oe="emnist")`` is Colored-MNIST.
+    The OE split defaults to ``train`` when present, else ``test`` (shared/data's KMNIST).
+    """
+    train, test = catalog.load(dataset, "train", data_root), catalog.load(dataset, "test", data_root)
+    if colored:
+        train, test = colored_variant(train, seed), colored_variant(test, seed + 1)
+    data = scenario(train, test, normal)
+    if known_anomalies is not None:
+        data = with_known_anomalies(data, train, normal, known_anomalies, known_size, seed)
+    if oe is not None:
+        split = oe_split or ("train" if "train" in catalog.available_splits(oe, data_root) else "test")
+        pool = _drop_cifar10_overlap(catalog.load(oe, split, data_root), catalog.get_spec(dataset).name)
+        if colored and pool.images.shape[-1] == 1:
+            pool = colored_variant(pool, seed + 2)
+        data = with_outlier_exposure(data, pool, test, oe_size, seed)
+    data.name = f"{'colored ' if colored else ''}{data.name}" + (f", OE = {oe}" if oe else "")
+    return data

@@ -1,0 +1,1 @@
+"""Reports: image grids, plots and per-run summaries."""

@@ -1,0 +1,54 @@
+"""Shared fixtures: small files in the real formats, written by the tests themselves."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(os.environ["ANOMALENS_DATA"]) if os.environ.get("ANOMALENS_DATA") else None
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool | None = None) -> Path:
+    """Write ``array`` (uint8) as an IDX file; gzipped when the name ends in .gz."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + np.ascontiguousarray(array, np.uint8).tobytes()
+    if gz if gz is not None else path.suffix == ".gz":
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path: Path, rng: np.random.Generator) -> Path:
+    """A folder laid out like MNIST's release with 50 train and 20 test images."""
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for part, n in (("train", 50), ("t10k", 20)):
+        write_idx(folder / f"{part}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(folder / f"{part}-labels-idx1-ubyte.gz", np.arange(n, dtype=np.uint8) % 10)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never read or write the user's real ~/.cache/anomalens during tests."""
+    from anomalens.data import catalog
+
+    monkeypatch.setattr(catalog, "CACHE_DIR", tmp_path_factory.mktemp("cache"))
+    catalog._cached_read.cache_clear()
+
+
+def needs_shared_data(*parts: str):
+    """Skip unless ANOMALENS_DATA points at shared/data holding ``parts``."""
+    present = SHARED_DATA is not None and (SHARED_DATA.joinpath(*parts)).exists()
+    return pytest.mark.skipif(not present, reason=f"ANOMALENS_DATA/{'/'.join(parts)} not present")

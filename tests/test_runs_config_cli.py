@@ -1,0 +1,155 @@
+"""Run folders, checkpoints, configs, metrics and the command line."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from anomalens import cli
+from anomalens.atomic import atomic_write_text
+from anomalens.config import from_dict, load_config
+from anomalens.errors import ConfigError
+from anomalens.metrics.detection import auroc, score_distance
+from anomalens.runs import Run, last_checkpoint, save_checkpoint
+
+# ------------------------------------------------------------------------------------------- runs
+
+
+def test_run_folder_records_config_seed_versions(tmp_path: Path) -> None:
+    run = Run.create(tmp_path / "r", {"lr": 0.001, "widths": (16, 32)}, seed=5, command="test")
+    run.write_metrics({"ad_auroc": 0.9})
+    run.write_metrics({"score_distance": np.float32(0.25)})
+    run.finish()
+    assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text()) == {"lr": 0.001, "widths": [16, 32]}
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert info["seed"] == 5 and info["versions"]["torch"].startswith("2.")
+    assert info["started_at"] and info["finished_at"] and info["status"] == "completed"
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text()) == {"ad_auroc": 0.9, "score_distance": 0.25}
+    assert not list((tmp_path / "r").glob(".*tmp"))  # no temporary files left behind
+
+
+def test_run_refuses_other_config_on_resume(tmp_path: Path) -> None:
+    Run.create(tmp_path, {"a": 1}, seed=0)
+    again = Run.create(tmp_path, {"a": 1}, seed=0)
+    assert len(again.info["resumed_at"]) == 1
+    with pytest.raises(FileExistsError, match="another config"):
+        Run.create(tmp_path, {"a": 2}, seed=0)
+
+
+def test_seeding_is_reproducible(tmp_path: Path) -> None:
+    Run.create(tmp_path / "a", {}, seed=11)
+    first = torch.rand(3)
+    Run.create(tmp_path / "b", {}, seed=11)
+    assert torch.equal(first, torch.rand(3))
+
+
+def test_checkpoints_resume_from_last_complete(tmp_path: Path) -> None:
+    folder = tmp_path / "ckpt"
+    assert last_checkpoint(folder) is None
+    for epoch in (1, 2, 3):
+        save_checkpoint(folder, epoch, {"w": torch.full((2,), float(epoch))}, {"loss": 1.0 / epoch}, keep=2)
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch_0002.safetensors", "epoch_0003.safetensors"]
+    epoch, tensors, meta = last_checkpoint(folder)
+    assert epoch == 3 and tensors["w"].tolist() == [3.0, 3.0] and meta == {"loss": pytest.approx(1 / 3)}
+    newest = folder / "epoch_0003.safetensors"
+    newest.write_bytes(newest.read_bytes()[:20])  # damaged by hand: the previous one is used
+    epoch, tensors, _ = last_checkpoint(folder)
+    assert epoch == 2 and tensors["w"].tolist() == [2.0, 2.0]
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path, monkeypatch) -> None:
+    target = atomic_write_text(tmp_path / "m.json", "old")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_text(target, "new")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+# ----------------------------------------------------------------------------------------- config
+
+
+@dataclass
+class _Cfg:
+    epochs: int = 3
+    lr: float = 1e-3
+    widths: tuple[int, ...] = (4, 8)
+    oe: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def test_config_validation(tmp_path: Path) -> None:
+    cfg = from_dict(_Cfg, {"epochs": 5, "lr": 1, "widths": [2, 4]})
+    assert cfg.lr == 1.0 and cfg.widths == (2, 4) and cfg.oe is None
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) \['epoch'\]"):
+        from_dict(_Cfg, {"epoch": 5})
+    with pytest.raises(ConfigError, match="epochs: expected an integer"):
+        from_dict(_Cfg, {"epochs": "5"})
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: [1\n")
+    with pytest.raises(ConfigError, match="c.yaml: not valid YAML"):
+        load_config(_Cfg, path)
+
+
+# ---------------------------------------------------------------------------------------- metrics
+
+
+def test_auroc_matches_definition_with_ties() -> None:
+    labels = np.array([0, 0, 1, 1, 0, 1])
+    scores = np.array([0.1, 0.5, 0.5, 0.9, 0.2, 0.3])
+    pairs = [(a > n) + 0.5 * (a == n) for a in scores[labels == 1] for n in scores[labels == 0]]
+    assert auroc(labels, scores) == pytest.approx(np.mean(pairs))
+    assert auroc(labels, -scores) == pytest.approx(1 - np.mean(pairs))
+    assert score_distance(torch.tensor(labels), torch.tensor(scores)) == pytest.approx(abs(1.7 / 3 - 0.8 / 3))
+    with pytest.raises(ValueError, match="both normal"):
+        auroc([1, 1], [0.2, 0.3])
+
+
+# -------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_help_shows_examples(capsys) -> None:
+    for argv in (["--help"], ["data", "list", "--help"], ["data", "info", "--help"], ["demo", "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(argv)
+        assert exit_.value.code == 0
+        assert "examples:" in capsys.readouterr().out
+
+
+def test_cli_data_list_and_info(tiny_mnist: Path, capsys) -> None:
+    assert cli.main(["data", "list", "--data-root", str(tiny_mnist.parent)]) == 0
+    out = capsys.readouterr().out
+    assert "mnist" in out and str(tiny_mnist) in out and "built-in" not in out.split("glyphs")[0][-5:]
+    assert cli.main(["data", "info", "mnist", "--data-root", str(tiny_mnist.parent), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["splits"]["train"]["count"] == 50 and info["splits"]["test"]["image_shape"] == [28, 28, 1]
+
+
+def test_cli_errors_are_one_clear_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("ANOMALENS_DATA", raising=False)
+    assert cli.main(["data", "info", "cifar100", "--data-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("anomalens: error: dataset 'cifar100'") and "Traceback" not in err
+    monkeypatch.setenv("ANOMALENS_OFFLINE", "1")
+    assert cli.main(["data", "download", "mnist", "--data-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "train-images-idx3-ubyte.gz" in err and str(tmp_path / "mnist") in err
+
+
+def test_demo_writes_a_complete_run(tmp_path: Path, capsys) -> None:
+    assert cli.main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert 0.5 < metrics["pixel_knn"]["ad_auroc"] <= 1.0  # a real detector score, better than chance
+    assert metrics["data"]["train_oe"] == 1024 and "AuROC" in out
+    assert (tmp_path / "demo" / "images" / "samples.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "demo" / "run.json").read_text())["status"] == "completed"
