@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import needs_shared_data
 
 from anomalens.data import catalog
 from anomalens.errors import DatasetNotFoundError
+
+from conftest import needs_shared_data
 
 
 def test_search_order_prefers_data_root(tmp_path: Path, tiny_mnist: Path, monkeypatch) -> None:
@@ -139,3 +140,22 @@ def test_shared_magnetic_tile() -> None:
     assert d.train.shape == (360, 256, 256, 1) and len(d.test) == 482
     assert d.defect_counts() == {"good": 90, "blowhole": 115, "break": 85, "crack": 57, "fray": 32, "uneven": 103}
     assert np.all(d.test_masks[d.test_labels == 0] == 0)
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="Debian package dataset-fashion-mnist not installed")
+def test_fashion_mnist_from_debian_package(monkeypatch) -> None:
+    monkeypatch.delenv("ANOMALENS_DATA", raising=False)
+    train, test = catalog.load("fashion_mnist", "train"), catalog.load("fashion_mnist", "test")
+    assert len(train) == 60000 and set(train.class_counts().values()) == {6000}
+    assert len(test) == 10000 and test.class_names[9] == "Ankle boot"
+
+
+@needs_shared_data("mnist")
+def test_shared_colored_mnist_with_kmnist_oe() -> None:
+    from anomalens.data.scenarios import build
+
+    data = build("mnist", "red or one", colored=True, oe="kmnist", oe_size=256, seed=1)
+    assert data.image_shape == (3, 28, 28) and data.train_oe.shape == (256, 3, 28, 28)
+    colour, label = data.test_attrs["colour"], data.test_attrs["label"]
+    assert bool(((data.test_y == 0) == ((colour == 0) | (label == 1))).all())

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_idx
 from PIL import Image
 
 from anomalens.data import formats
 from anomalens.errors import DataFormatError
+
+from conftest import write_idx
 
 # ------------------------------------------------------------------------------------------ IDX
 

@@ -61,7 +61,8 @@ def _print_table(rows: list[dict[str, object]]) -> None:
         present = ", ".join(r["present"]) if r["present"] else "missing"  # type: ignore[arg-type]
         print(f"{r['name']:<{width}}  {present:<12}  {r['description']}")
         if r["location"]:
-            print(f"{'':<{width}}  {'':<12}  found in {r['location']}")
+            where = r["location"] if str(r["location"]).startswith("built-in") else f"found in {r['location']}"
+            print(f"{'':<{width}}  {'':<12}  {where}")
         elif not r["present"]:
             print(f"{'':<{width}}  {'':<12}  looked in {', '.join(r['searched'])}")  # type: ignore[arg-type]
             if r.get("notes"):
