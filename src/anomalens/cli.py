@@ -15,6 +15,10 @@ EXAMPLES = {
     "data info": "examples:\n  anomalens data info mnist\n  anomalens data info cifar10 --data-root ../shared/data",
     "data download": "examples:\n  anomalens data download mnist\n"
                      "  anomalens data download fashion_mnist --data-root /data   # -> /data/fashion_mnist/",
+    "train": "examples:\n  anomalens train --dataset mnist --normal 7 --detector hsc --oe kmnist --oe-size 1024 "
+             "--epochs 20 --out runs/x\n  anomalens train config.yaml --out runs/y\n"
+             "  anomalens train --dataset mnist --colored --normal 'red or one' --detector supervised "
+             "--known-anomalies blue --out runs/bias",
     "demo": "examples:\n  anomalens demo\n  anomalens demo --out runs/my-demo --seed 3",
 }
 
@@ -47,6 +51,29 @@ def _parser() -> argparse.ArgumentParser:
                                         formatter_class=fmt, epilog=EXAMPLES["data download"])
     download.add_argument("name")
     download.add_argument("--data-root", help="where to put it (default ~/.cache/anomalens)")
+
+    train = commands.add_parser("train", help="train and evaluate a detector into a run folder",
+                                formatter_class=fmt, epilog=EXAMPLES["train"])
+    train.add_argument("config", nargs="?", help="YAML file with TrainJob keys (flags override it)")
+    train.add_argument("--out", required=True, help="run folder; rerunning resumes from its last checkpoint")
+    train.add_argument("--dataset")
+    train.add_argument("--normal", help="normal class(es) '7' or '1,3', or a rule 'red or one'")
+    train.add_argument("--detector", choices=["bce", "focal", "hsc", "deepsad", "dsvdd", "supervised"])
+    train.add_argument("--oe", help="Outlier-Exposure dataset, e.g. kmnist")
+    train.add_argument("--oe-size", type=int, help="number of OE images (default: all)")
+    train.add_argument("--known-anomalies", help="rule selecting labelled training anomalies, e.g. blue")
+    train.add_argument("--known-size", type=int)
+    train.add_argument("--colored", action="store_const", const=True, help="use the 7-colour variant")
+    train.add_argument("--net", help="mnist, colored_mnist, fmnist, cifar or wrn (default: by image size)")
+    train.add_argument("--focal-gamma", type=float)
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--milestones", type=lambda s: [int(v) for v in s.split(",") if v], help="e.g. 15,18")
+    train.add_argument("--batch-size", type=int, help="per side: normal and anomalies each")
+    train.add_argument("--augment", choices=["none", "gray", "natural"])
+    train.add_argument("--bf16", action="store_const", const=True, help="bfloat16 autocast (faster on CPU)")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--data-root", help=root_help)
 
     demo = commands.add_parser("demo", help="run the offline pipeline on the built-in glyphs",
                                formatter_class=fmt, epilog=EXAMPLES["demo"])
@@ -94,10 +121,23 @@ def _download(name: str, data_root: str | None) -> None:
     print(f"{spec.name} is in {folder}; splits present: {catalog.available_splits(spec.name, data_root)}")
 
 
+def _train(args: argparse.Namespace) -> None:
+    from anomalens.config import from_dict, load_config
+    from anomalens.experiments.training_run import TrainJob, run_training
+
+    job = load_config(TrainJob, args.config) if args.config else TrainJob()
+    skip = {"config", "out", "command", "data_command"}
+    overrides = {k: v for k, v in vars(args).items() if k not in skip and v is not None}
+    job = from_dict(TrainJob, {**vars(job), **overrides}, args.config or "command line")
+    run_training(job, args.out)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "demo":
+        if args.command == "train":
+            _train(args)
+        elif args.command == "demo":
             from anomalens.demo import DemoConfig, run_demo
 
             run_demo(args.out, DemoConfig(seed=args.seed))
@@ -113,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(info, indent=2)) if args.json else _print_info(info)
         elif args.data_command == "download":
             _download(args.name, args.data_root)
-    except AnomalensError as e:
+    except (AnomalensError, ValueError) as e:
         print(f"anomalens: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -38,3 +38,20 @@ def score_distance(labels: np.ndarray | torch.Tensor, scores: np.ndarray | torch
     """|mean score of anomalies - mean score of normals| (the papers' column for bounded scores)."""
     y, s = _numpy(labels).astype(bool).ravel(), _numpy(scores).astype(np.float64).ravel()
     return float(abs(s[y].mean() - s[~y].mean()))
+
+
+def roc_curve(labels: np.ndarray | torch.Tensor, scores: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """False- and true-positive rates at every distinct threshold, from (0, 0) to (1, 1)."""
+    y, s = _numpy(labels).astype(bool).ravel(), _numpy(scores).astype(np.float64).ravel()
+    order = np.argsort(-s, kind="mergesort")
+    y, s = y[order], s[order]
+    last_of_run = np.r_[s[1:] != s[:-1], True]
+    tp = np.cumsum(y)[last_of_run]
+    fp = np.cumsum(~y)[last_of_run]
+    return np.r_[0.0, fp / max(1, fp[-1])], np.r_[0.0, tp / max(1, tp[-1])]
+
+
+def evaluate_detector(detector, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """``ad_auroc`` from the raw score and ``score_distance`` from the bounded score, in eval mode."""
+    raw, bounded = detector.scores(x, raw=True), detector.scores(x, raw=False)
+    return {"ad_auroc": auroc(y, raw), "score_distance": score_distance(y, bounded)}

@@ -1,0 +1,153 @@
+"""Training objectives of the OE detectors, as interchangeable strategies.
+
+An objective says what the network's output means (a logit, or a feature vector whose distance
+to a centre is the score), how it is trained from normal samples (y = 0) and training anomalies
+(y = 1: Outlier Exposure or known anomalies), and how the output becomes a raw and a bounded
+score. Sources: OE paper sec. 3 and app. E-F; counterfactual paper sec. 3.3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_EPS = 1e-6
+
+
+@dataclass
+class Objective:
+    """Base: ``output`` is "logit" (a linear head on the features) or "features" (the features)."""
+
+    name: str = ""
+    output: str = "logit"
+    anomalies: str = "oe"  # which training anomalies: "oe", "known" (labelled subset) or "none"
+    centred: bool = False  # features are measured from a centre fixed at initialisation
+    bias: bool = True  # Deep SVDD needs a bias-free network
+
+    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def raw(self, out: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def bounded(self, out: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+@dataclass
+class BCE(Objective):
+    """Supervised OE: a binary classifier between normal samples and outliers."""
+
+    name: str = "bce"
+
+    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(out, y.float())
+
+    def raw(self, out: Tensor) -> Tensor:
+        return out
+
+    def bounded(self, out: Tensor) -> Tensor:
+        return torch.sigmoid(out)
+
+
+@dataclass
+class Supervised(BCE):
+    """A classifier of normal samples vs a labelled subset of the anomalies (no OE): the biased
+    baseline of the counterfactual paper's section 4.4."""
+
+    name: str = "supervised"
+    anomalies: str = "known"
+
+
+@dataclass
+class Focal(BCE):
+    """Focal loss (Lin et al. 2017) with balanced batches: alpha = 0.5 as in the OE paper, app. F."""
+
+    name: str = "focal"
+    gamma: float = 2.0
+    alpha: float = 0.5
+
+    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+        y = y.float()
+        log_p = F.logsigmoid(out)  # log P(anomaly)
+        log_q = F.logsigmoid(-out)  # log P(normal)
+        log_pt = y * log_p + (1 - y) * log_q
+        alpha_t = y * self.alpha + (1 - y) * (1 - self.alpha)
+        return -(alpha_t * (1 - log_pt.exp()).pow(self.gamma) * log_pt).mean()
+
+
+def pseudo_huber(z: Tensor) -> Tensor:
+    """h(z) = sqrt(|z|^2 + 1) - 1: quadratic near 0, linear far away (robust to outlying features)."""
+    return torch.sqrt(z.pow(2).sum(1) + 1) - 1
+
+
+@dataclass
+class HSC(Objective):
+    """Hypersphere classifier: cross entropy with the radial l(z) = exp(-h(z)), h pseudo-Huber;
+    bounded score 1 - exp(-h) (counterfactual paper, sec. 3.3)."""
+
+    name: str = "hsc"
+    output: str = "features"
+
+    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+        h = pseudo_huber(out)
+        y = y.float()
+        anomalous = -torch.log(-torch.expm1(-h.clamp_min(_EPS)))  # -log(1 - exp(-h)), stable for small h
+        return ((1 - y) * h + y * anomalous).mean()
+
+    def raw(self, out: Tensor) -> Tensor:
+        return pseudo_huber(out)
+
+    def bounded(self, out: Tensor) -> Tensor:
+        return -torch.expm1(-pseudo_huber(out))
+
+
+def _squared_distance(out: Tensor) -> Tensor:
+    return out.pow(2).sum(1)
+
+
+@dataclass
+class DeepSAD(Objective):
+    """Deep SAD (Ruff et al. 2020): normal samples near the centre, anomalies pushed away through
+    the inverse squared distance (eta = 1)."""
+
+    name: str = "deepsad"
+    output: str = "features"
+    centred: bool = True
+
+    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+        d = _squared_distance(out)
+        y = y.float()
+        return ((1 - y) * d + y / (d + _EPS)).mean()
+
+    def raw(self, out: Tensor) -> Tensor:
+        return _squared_distance(out)
+
+    def bounded(self, out: Tensor) -> Tensor:
+        d = _squared_distance(out)
+        return d / (1 + d)
+
+
+@dataclass
+class DeepSVDD(DeepSAD):
+    """Deep SVDD (Ruff et al. 2018) without OE, with the bounded objective d^2 / (1 + d^2) of the
+    counterfactual paper; bias-free network, centre fixed at initialisation."""
+
+    name: str = "dsvdd"
+    anomalies: str = "none"
+    bias: bool = False
+
+    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+        return self.bounded(out).mean()
+
+
+OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (BCE, Focal, HSC, DeepSAD, DeepSVDD, Supervised)}
+
+
+def make_objective(name: str, **params: float) -> Objective:
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown detector objective {name!r}; known: {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[name](**params)

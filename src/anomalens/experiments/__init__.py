@@ -1,0 +1,1 @@
+"""Experiments: single training runs, the papers' scenario grids and their result tables."""
