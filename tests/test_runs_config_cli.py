@@ -153,3 +153,26 @@ def test_demo_writes_a_complete_run(tmp_path: Path, capsys) -> None:
     assert metrics["data"]["train_oe"] == 1024 and "AuROC" in out
     assert (tmp_path / "demo" / "images" / "samples.png").stat().st_size > 1000
     assert json.loads((tmp_path / "demo" / "run.json").read_text())["status"] == "completed"
+
+
+def test_cli_train_writes_run_and_resumes(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "job.yaml"
+    config.write_text("dataset: glyphs\nnormal: '3'\ndetector: hsc\noe: glyph_letters\noe_size: 256\n"
+                      "epochs: 2\nbatch_size: 64\n")
+    out = tmp_path / "run"
+    assert cli.main(["train", str(config), "--epochs", "1", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["ad_auroc"] > 0.6 and 0 <= metrics["score_distance"] <= 1
+    assert yaml.safe_load((out / "config.yaml").read_text())["epochs"] == 1  # the flag overrides the file
+    for name in ("detector.safetensors", "images/roc.png", "images/scores.png", "checkpoints/epoch_0001.safetensors"):
+        assert (out / name).is_file(), name
+    assert cli.main(["train", str(config), "--epochs", "1", "--out", str(out)]) == 0  # resumes: nothing to train
+    info = json.loads((out / "run.json").read_text())
+    assert len(info["resumed_at"]) == 1 and info["status"] == "completed"
+
+
+def test_cli_train_rejects_bad_config(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "job.yaml"
+    config.write_text("dataset: glyphs\nepoch: 3\n")
+    assert cli.main(["train", str(config), "--out", str(tmp_path / "r")]) == 2
+    assert "unknown setting(s) ['epoch']" in capsys.readouterr().err

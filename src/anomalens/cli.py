@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--milestones", type=lambda s: [int(v) for v in s.split(",") if v], help="e.g. 15,18")
     train.add_argument("--batch-size", type=int, help="per side: normal and anomalies each")
     train.add_argument("--augment", choices=["none", "gray", "natural"])
+    train.add_argument("--pretrain-epochs", type=int, help="autoencoder pretraining epochs (Deep SVDD)")
     train.add_argument("--bf16", action="store_const", const=True, help="bfloat16 autocast (faster on CPU)")
     train.add_argument("--seed", type=int)
     train.add_argument("--data-root", help=root_help)

@@ -44,6 +44,8 @@ class TrainConfig:
     progress: bool = True
     checkpoint_dir: str | None = None  # a checkpoint per epoch here; an existing one is resumed
     max_steps_per_epoch: int | None = None  # cap for quick runs and tests
+    pretrain_epochs: int = 0  # autoencoder pretraining of the network on normal data (Deep SVDD)
+    pretrain_lr: float = 1e-3
 
     def lr_at(self, epoch: int) -> float:
         return self.lr * self.lr_gamma ** sum(epoch >= m for m in self.milestones)
@@ -85,6 +87,34 @@ def _resume(folder: Path, detector, optimizer, generator: torch.Generator) -> tu
     return epoch, meta.get("history", [])
 
 
+def pretrain_autoencoder(detector, normal: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> float:
+    """Train the detector's network as the encoder of an autoencoder on normal data (MSE); the
+    decoder is thrown away afterwards. Returns the last epoch's mean reconstruction error."""
+    import torch.nn.functional as F
+
+    from anomalens.nets.autoencoder import decoder_for
+
+    decoder = decoder_for(detector.net, tuple(normal.shape[1:]))
+    params = list(detector.net.parameters()) + list(decoder.parameters())
+    optimizer = torch.optim.Adam(params, lr=cfg.pretrain_lr, weight_decay=cfg.weight_decay)
+    batch = min(cfg.batch_size, len(normal))
+    steps = max(1, len(normal) // batch)
+    progress = Progress(cfg.pretrain_epochs, steps, label="autoencoder pretraining", enabled=cfg.progress)
+    detector.net.train()
+    decoder.train()
+    for _ in range(cfg.pretrain_epochs):
+        order = torch.randperm(len(normal), generator=generator)
+        for step in range(steps):
+            x = normal[order[step * batch:(step + 1) * batch]]
+            loss = F.mse_loss(decoder(detector.net(x)), x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            progress.step(loss.item())
+        mean = progress.end_epoch()
+    return mean
+
+
 def train(detector, data: ADData, cfg: TrainConfig) -> list[dict[str, float]]:
     """Train ``detector`` (an ``OEDetector``) in place; returns the per-epoch history.
 
@@ -101,10 +131,13 @@ def train(detector, data: ADData, cfg: TrainConfig) -> list[dict[str, float]]:
     augment = Augment.preset(cfg.augment)
     if cfg.channels_last:
         detector.to(memory_format=torch.channels_last)
+    folder = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+    resumable = folder is not None and last_checkpoint(folder) is not None
+    if cfg.pretrain_epochs and not resumable:
+        pretrain_autoencoder(detector, normal, cfg, generator)
     detector.init_center(normal)
     optimizer = torch.optim.Adam(detector.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    folder = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
-    start, history = _resume(folder, detector, optimizer, generator) if folder else (0, [])
+    start, history = _resume(folder, detector, optimizer, generator) if resumable else (0, [])
     batch = min(cfg.batch_size, len(normal))
     steps = max(1, len(normal) // batch)
     if cfg.max_steps_per_epoch:

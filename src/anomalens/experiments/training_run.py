@@ -41,6 +41,7 @@ class TrainJob:
     batch_size: int = 128
     weight_decay: float = 1e-6
     augment: str = "none"
+    pretrain_epochs: int = 0  # autoencoder pretraining (Deep SVDD; Ruff et al. 2018)
     bf16: bool = False
     channels_last: bool = False
     seed: int = 0
@@ -50,6 +51,7 @@ class TrainJob:
         return TrainConfig(epochs=self.epochs, lr=self.lr, milestones=tuple(self.milestones),
                            weight_decay=self.weight_decay, batch_size=self.batch_size, augment=self.augment,
                            bf16=self.bf16, channels_last=self.channels_last, seed=self.seed, progress=progress,
+                           pretrain_epochs=self.pretrain_epochs,
                            checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
 
 
