@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
-import torch
+from common import machine
 
 from anomalens.data import scenarios
 from anomalens.experiments.tables import markdown_table
@@ -53,14 +51,6 @@ SUITES = {
 }
 
 
-def machine() -> str:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def run_one(job: TrainJob) -> dict:

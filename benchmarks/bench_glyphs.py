@@ -10,12 +10,10 @@ PNG, for checking by eye that glyphs are legible, centred and varied.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import numpy as np
-import torch
+from common import machine
 from PIL import Image
 
 from anomalens.data.synthetic import _glyph_mask, glyphs
@@ -23,14 +21,6 @@ from anomalens.data.synthetic import _glyph_mask, glyphs
 TARGET_S = 20.0
 
 
-def machine() -> str:
-    cpu = platform.processor() or "unknown cpu"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads"
 
 
 def timed(n: int, coloured: bool, repeats: int = 3) -> tuple[float, float]:

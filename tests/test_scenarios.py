@@ -138,3 +138,14 @@ def test_build_glyphs_end_to_end() -> None:
     assert 0.1 < float(data.test_y.float().mean()) < 0.9
     with pytest.raises(ScenarioError, match="test dataset itself"):
         scenarios.build("glyphs", 3, oe="glyphs", oe_size=8)
+
+
+def test_oe_from_several_sources(split) -> None:
+    train, test = split
+    a, b = _digits(30, 5, "a"), _digits(20, 6, "b")
+    data = scenarios.with_outlier_exposure(scenarios.one_vs_rest(train, test, 0), [a, b], test, None)
+    assert data.train_oe.shape == (50, 1, 6, 6)
+    data = scenarios.with_outlier_exposure(scenarios.one_vs_rest(train, test, 0), [a, b], test, 10, seed=2)
+    pool = torch.cat([scenarios.match_format(a.images, (1, 6, 6)), scenarios.match_format(b.images, (1, 6, 6))])
+    index = scenarios.oe_indices(50, 10, 2)
+    assert torch.equal(data.train_oe, pool[np.sort(index)])

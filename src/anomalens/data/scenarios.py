@@ -225,13 +225,19 @@ def check_disjoint(oe: LabeledImages, test: LabeledImages, anomalies: np.ndarray
                             f"{test.name!r}. Choose a disjoint OE dataset or remove the duplicates")
 
 
-def with_outlier_exposure(data: ADData, oe: LabeledImages, test: LabeledImages, size: int | None = None,
-                          seed: int = 0) -> ADData:
-    """Add an OE pool of ``size`` images (all when None) drawn from ``oe``, fitted to the data's format."""
+def with_outlier_exposure(data: ADData, oe: LabeledImages | Sequence[LabeledImages], test: LabeledImages,
+                          size: int | None = None, seed: int = 0) -> ADData:
+    """Add an OE pool of ``size`` images (all when None) drawn from ``oe`` (one set, or several whose
+    union is sampled), fitted to the data's format."""
+    sources = [oe] if isinstance(oe, LabeledImages) else list(oe)
     anomalies = data.test_y.numpy().astype(bool)
-    check_disjoint(oe, test, anomalies)
-    index = oe_indices(len(oe), size, seed)
-    data.train_oe = match_format(oe.images[np.sort(index)], data.image_shape)
+    for source in sources:
+        check_disjoint(source, test, anomalies)
+    offsets = np.cumsum([0] + [len(s) for s in sources])
+    index = np.sort(oe_indices(int(offsets[-1]), size, seed))
+    parts = [match_format(s.images[index[(index >= lo) & (index < hi)] - lo], data.image_shape)
+             for s, lo, hi in zip(sources, offsets[:-1], offsets[1:])]
+    data.train_oe = torch.cat(parts)
     return data
 
 
@@ -264,7 +270,7 @@ def build(dataset: str, normal: str | int | Sequence[int | str], *, colored: boo
     """A scenario from dataset names, the high-level entry point.
 
     ``build("mnist", 7, oe="kmnist", oe_size=1024)`` is MNIST one-vs-rest with 1,024 KMNIST
-    outliers; ``build("mnist", "red or one", colored=True, oe="emnist")`` is Colored-MNIST.
+    outliers (``oe="kmnist+glyph_letters"`` draws from the union of two sets); ``build("mnist", "red or one", colored=True, oe="emnist")`` is Colored-MNIST.
     The OE split defaults to ``train`` when present, else ``test`` (shared/data's KMNIST).
     """
     train, test = catalog.load(dataset, "train", data_root), catalog.load(dataset, "test", data_root)
@@ -274,10 +280,13 @@ def build(dataset: str, normal: str | int | Sequence[int | str], *, colored: boo
     if known_anomalies is not None:
         data = with_known_anomalies(data, train, normal, known_anomalies, known_size, seed)
     if oe is not None:
-        split = oe_split or ("train" if "train" in catalog.available_splits(oe, data_root) else "test")
-        pool = _drop_cifar10_overlap(catalog.load(oe, split, data_root), catalog.get_spec(dataset).name)
-        if colored and pool.images.shape[-1] == 1:
-            pool = colored_variant(pool, seed + 2)
-        data = with_outlier_exposure(data, pool, test, oe_size, seed)
+        pools = []
+        for name in oe.split("+"):  # "kmnist+glyph_letters": the union of several OE sets
+            split = oe_split or ("train" if "train" in catalog.available_splits(name, data_root) else "test")
+            pool = _drop_cifar10_overlap(catalog.load(name, split, data_root), catalog.get_spec(dataset).name)
+            if colored and pool.images.shape[-1] == 1:
+                pool = colored_variant(pool, seed + 2)
+            pools.append(pool)
+        data = with_outlier_exposure(data, pools, test, oe_size, seed)
     data.name = f"{'colored ' if colored else ''}{data.name}" + (f", OE = {oe}" if oe else "")
     return data
