@@ -53,12 +53,14 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "bias.json").write_text(json.dumps(rows, indent=1))
     lines = ["# Classifier bias on Colored-MNIST (normal: red or one)\n", f"Machine: {machine()}\n",
-             "| detector | AuROC all | AuROC blue anomalies | AuROC other anomalies | train s |", "|---|---|---|---|---|"]
+             "| detector | AuROC all | AuROC blue anomalies | AuROC other anomalies | train s |",
+             "|---|---|---|---|---|"]
     for method in ("bce", "supervised"):
         r = [row for row in rows if row["method"] == method]
         cells = [f"{np.mean([x[k] for x in r]):.3f}" for k in
                  ("ad_auroc", "auroc_blue_anomalies", "auroc_other_anomalies", "train_seconds")]
-        lines.append(f"| {'BCE with OE' if method == 'bce' else 'supervised (blue only)'} | " + " | ".join(cells) + " |")
+        label = "BCE with OE" if method == "bce" else "supervised (blue only)"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     (RESULTS / "bias.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -270,7 +270,8 @@ def build(dataset: str, normal: str | int | Sequence[int | str], *, colored: boo
     """A scenario from dataset names, the high-level entry point.
 
     ``build("mnist", 7, oe="kmnist", oe_size=1024)`` is MNIST one-vs-rest with 1,024 KMNIST
-    outliers (``oe="kmnist+glyph_letters"`` draws from the union of two sets); ``build("mnist", "red or one", colored=True, oe="emnist")`` is Colored-MNIST.
+    outliers (``oe="kmnist+glyph_letters"`` draws from the union of two sets);
+    ``build("mnist", "red or one", colored=True, oe="emnist")`` is Colored-MNIST.
     The OE split defaults to ``train`` when present, else ``test`` (shared/data's KMNIST).
     """
     train, test = catalog.load(dataset, "train", data_root), catalog.load(dataset, "test", data_root)
