@@ -2,6 +2,7 @@
 
 Usage (each writes benchmarks/results/<name>.json and .md; rerunning skips finished runs):
   python benchmarks/bench_detection.py mnist        # BCE, HSC, DSVDD; KMNIST as OE
+  python benchmarks/bench_detection.py mnist_letters  # BCE, HSC; KMNIST + built-in glyph letters as OE
   python benchmarks/bench_detection.py fmnist       # BCE, HSC; grayscale CIFAR-10 as OE
   python benchmarks/bench_detection.py cifar10      # BCE, HSC; Tiny-ImageNet (no CIFAR-10 classes) as OE
 Options: --methods bce,hsc --classes 0,3 --seeds 0,1 --epochs N (overrides the recipe).
@@ -35,6 +36,11 @@ SUITES = {
         "dataset": "mnist", "oe": "kmnist", "methods": ["bce", "hsc", "dsvdd"],
         "job": TrainJob(dataset="mnist", oe="kmnist", epochs=20, lr=1e-3, milestones=(15,)),
         "per_method": {"dsvdd": {"oe": None, "lr": 1e-4, "pretrain_epochs": 10}},
+    },
+    "mnist_letters": {  # KMNIST plus the built-in glyph letters: a stand-in for EMNIST letters
+        "dataset": "mnist", "oe": "kmnist+glyph_letters", "methods": ["bce", "hsc"],
+        "job": TrainJob(dataset="mnist", oe="kmnist+glyph_letters", epochs=20, lr=1e-3, milestones=(15,)),
+        "per_method": {},
     },
     "fmnist": {
         "dataset": "fashion_mnist", "oe": "cifar10", "methods": ["bce", "hsc"],

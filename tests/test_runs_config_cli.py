@@ -157,7 +157,7 @@ def test_demo_writes_a_complete_run(tmp_path: Path, capsys) -> None:
 
 def test_cli_train_writes_run_and_resumes(tmp_path: Path, capsys) -> None:
     config = tmp_path / "job.yaml"
-    config.write_text("dataset: glyphs\nnormal: '3'\ndetector: hsc\noe: glyph_letters\noe_size: 256\n"
+    config.write_text("dataset: glyphs\nnormal: 3\ndetector: hsc\noe: glyph_letters\noe_size: 256\n"
                       "epochs: 2\nbatch_size: 64\n")
     out = tmp_path / "run"
     assert cli.main(["train", str(config), "--epochs", "1", "--out", str(out)]) == 0

@@ -26,7 +26,7 @@ class TrainJob:
     """Everything ``anomalens train`` needs; a YAML config file holds the same keys."""
 
     dataset: str = "mnist"
-    normal: str = "0"  # a class, a list "1,3", or a rule "red or one"
+    normal: str | int = "0"  # a class (7 or "seven"), a list "1,3", or a rule "red or one"
     detector: str = "hsc"  # bce, focal, hsc, deepsad, dsvdd, supervised
     oe: str | None = None
     oe_size: int | None = None
@@ -55,8 +55,9 @@ class TrainJob:
                            checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
 
 
-def _normal_rule(normal: str) -> str | list[str]:
+def _normal_rule(normal: str | int) -> str | list[str]:
     """"7" -> ["7"]; "1,3" -> ["1", "3"]; rules with words ("red or one") stay strings."""
+    normal = str(normal)
     parts = [p.strip() for p in normal.split(",")]
     return parts if all(p.isdigit() for p in parts) else normal
 
