@@ -229,6 +229,12 @@ def _read_mvtec(folder: Path, split: str) -> DefectImages:
     return formats.read_mvtec_category(folder)
 
 
+def _synthetic_defects(category: str) -> DefectImages:
+    from anomalens.data.defects import synthetic_defects
+
+    return synthetic_defects(category or "stripes")
+
+
 def _glyphs(coloured: bool, characters: str) -> Callable[[str], LabeledImages]:
     def build(split: str) -> LabeledImages:
         from anomalens.data.synthetic import glyph_dataset  # Pillow + fonts: load only when asked
@@ -281,6 +287,9 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
     DatasetSpec("mvtec_ad", "MVTec AD industrial inspection (name a category: mvtec_ad/bottle)",
                 _one("mvtec", {"test": ("train/good", "test", "ground_truth")}, _read_mvtec),
                 folders=("mvtec_ad", "mvtec"), kind="defects", splits=("test",)),
+    DatasetSpec("synthetic_defects", "built-in: textures with scratches, spots, missing parts + masks, "
+                "64x64 gray (synthetic_defects/stripes|grid|noise)", kind="defects", splits=("test",),
+                builtin=_synthetic_defects),
     DatasetSpec("glyphs", "built-in: digits drawn with matplotlib's fonts, 28x28 gray",
                 builtin=_glyphs(False, "0123456789")),
     DatasetSpec("colored_glyphs", "built-in: digits in 7 colours, 28x28 RGB",
@@ -361,6 +370,8 @@ def load_defects(name: str, data_root: str | Path | None = None) -> DefectImages
     spec = get_spec(name)
     if spec.kind != "defects":
         raise DatasetNotFoundError(f"{name!r} is a labelled dataset: use load({name!r}, split)")
+    if spec.builtin is not None:
+        return _cached_builtin(spec.name, _split_category(name)[1])  # type: ignore[return-value]
     if spec.name == "mvtec_ad" and not _split_category(name)[1]:
         raise DatasetNotFoundError("name an MVTec AD category, e.g. load_defects('mvtec_ad/bottle')")
     location = locate(name, "test", data_root)
@@ -375,9 +386,11 @@ def _cached_read(name: str, location: Location, split: str) -> LabeledImages | D
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_builtin(name: str, split: str) -> LabeledImages:
+def _cached_builtin(name: str, split: str) -> LabeledImages | DefectImages:
+    """A built-in set; ``split`` is the split for labelled sets and the category for defect sets."""
     data = DATASETS[name].builtin(split)  # type: ignore[misc]
-    data.name = name  # the catalog name, so OE/test overlap checks can tell the sets apart
+    if isinstance(data, LabeledImages):
+        data.name = name  # the catalog name, so OE/test overlap checks can tell the sets apart
     return _freeze(data)
 
 
