@@ -228,3 +228,46 @@ def test_tables_mean_and_std() -> None:
 def test_train_function_rejects_bad_config(glyph_task) -> None:
     with pytest.raises(ValueError, match="epochs must be >= 1"):
         train(OEDetector("bce", glyph_task.image_shape), glyph_task, TrainConfig(epochs=0))
+
+
+# ----------------------------------------------------------------------------------------- FCDD
+
+
+def test_fcdd_map_and_score_by_hand() -> None:
+    from anomalens.detectors.objectives import FCDD
+
+    out = torch.zeros(1, 1, 2, 2)
+    out[0, 0, 0, 0] = math.sqrt(8)  # A = sqrt(8 + 1) - 1 = 2 at one location, 0 elsewhere
+    assert FCDD.score_map(out).tolist() == [[[2.0, 0.0], [0.0, 0.0]]]
+    assert FCDD().raw(out).item() == pytest.approx(0.5)
+    assert FCDD().loss(out, torch.tensor([0])).item() == pytest.approx(0.5)
+    assert FCDD().loss(out, torch.tensor([1])).item() == pytest.approx(-math.log(1 - math.exp(-0.5)))
+
+
+def test_fcdd_detector_learns_and_explains(glyph_task) -> None:
+    torch.manual_seed(0)
+    detector = OEDetector("fcdd", glyph_task.image_shape)
+    assert detector.net.receptive_field == 18
+    detector.fit(glyph_task, TrainConfig(epochs=2, lr=2e-3, progress=False))
+    assert auroc(glyph_task.test_y, detector.scores(glyph_task.test_x)) > 0.75
+    heat = detector.anomaly_map(glyph_task.test_x[:4])
+    assert heat.shape == (4, 28, 28) and bool((heat >= 0).all())
+    assert OEDetector("hsc", glyph_task.image_shape).anomaly_map(glyph_task.test_x[:2]) is None
+
+
+def test_oe_and_known_anomalies_are_combined(glyph_task) -> None:
+    from dataclasses import replace
+
+    data = replace(glyph_task, train_anomalies=glyph_task.test_x[:5])
+    pool = OEDetector("hsc", data.image_shape).training_anomalies(data)
+    assert len(pool) == len(glyph_task.train_oe) + 5
+    assert len(OEDetector("supervised", data.image_shape).training_anomalies(data)) == 5
+
+
+def test_confetti_noise() -> None:
+    from anomalens.data.defects import confetti_noise
+
+    normal = torch.zeros(10, 3, 28, 28)
+    noisy = confetti_noise(normal, 6, seed=1)
+    assert noisy.shape == (6, 3, 28, 28) and bool((noisy.flatten(1).amax(1) > 0).all())
+    assert torch.equal(noisy, confetti_noise(normal, 6, seed=1)) and normal.abs().sum() == 0

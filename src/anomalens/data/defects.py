@@ -91,3 +91,26 @@ def synthetic_defects(category: str = "stripes", n_train: int = 300, n_test_good
     labels = np.asarray([t != "good" for t in types], np.int64)
     return DefectImages(to_uint8(train), to_uint8(test), labels, np.asarray(types), masks,
                         name=f"synthetic_defects/{category}")
+
+
+def confetti_noise(images, n: int | None = None, seed: int = 0, blobs: tuple[int, int] = (1, 4),
+                   size_fraction: tuple[float, float] = (0.08, 0.2)):
+    """Synthetic anomalies for FCDD (Liznerski et al. 2021): copies of normal images (float tensor
+    (N, C, H, W) in [0, 1]) with a few randomly coloured rectangles pasted on. Returns a tensor of
+    ``n`` images (default: as many as given)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    n = len(images) if n is None else n
+    if n < 1 or len(images) == 0:
+        raise ConfigError(f"confetti_noise: need images and n >= 1, got {len(images)} images and n={n}")
+    out = images[torch.randint(len(images), (n,), generator=generator)].clone()
+    _, c, h, w = out.shape
+    for img in out:
+        for _ in range(int(torch.randint(blobs[0], blobs[1] + 1, (1,), generator=generator))):
+            bh, bw = (int(max(1, f * s)) for f, s in zip(
+                torch.empty(2).uniform_(*size_fraction, generator=generator).tolist(), (h, w)))
+            top = int(torch.randint(0, h - bh + 1, (1,), generator=generator))
+            left = int(torch.randint(0, w - bw + 1, (1,), generator=generator))
+            img[:, top:top + bh, left:left + bw] = torch.rand(c, 1, 1, generator=generator)
+    return out

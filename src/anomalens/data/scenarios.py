@@ -270,7 +270,8 @@ def build(dataset: str, normal: str | int | Sequence[int | str], *, colored: boo
     """A scenario from dataset names, the high-level entry point.
 
     ``build("mnist", 7, oe="kmnist", oe_size=1024)`` is MNIST one-vs-rest with 1,024 KMNIST
-    outliers (``oe="kmnist+glyph_letters"`` draws from the union of two sets);
+    outliers (``oe="kmnist+glyph_letters"`` draws from the union of two sets, ``oe="confetti"``
+    pastes random colour blocks on normal training images);
     ``build("mnist", "red or one", colored=True, oe="emnist")`` is Colored-MNIST.
     The OE split defaults to ``train`` when present, else ``test`` (shared/data's KMNIST).
     """
@@ -280,7 +281,11 @@ def build(dataset: str, normal: str | int | Sequence[int | str], *, colored: boo
     data = scenario(train, test, normal)
     if known_anomalies is not None:
         data = with_known_anomalies(data, train, normal, known_anomalies, known_size, seed)
-    if oe is not None:
+    if oe == "confetti":  # synthetic anomalies made from the normal training images (FCDD)
+        from anomalens.data.defects import confetti_noise
+
+        data.train_oe = confetti_noise(data.train_normal, oe_size, seed)
+    elif oe is not None:
         pools = []
         for name in oe.split("+"):  # "kmnist+glyph_letters": the union of several OE sets
             split = oe_split or ("train" if "train" in catalog.available_splits(name, data_root) else "test")

@@ -22,7 +22,7 @@ class Objective:
     """Base: ``output`` is "logit" (a linear head on the features) or "features" (the features)."""
 
     name: str = ""
-    output: str = "logit"
+    output: str = "logit"  # "logit", "features" or "map" (a spatial score map, FCDD)
     anomalies: str = "oe"  # which training anomalies: "oe", "known" (labelled subset) or "none"
     centred: bool = False  # features are measured from a centre fixed at initialisation
     bias: bool = True  # Deep SVDD needs a bias-free network
@@ -144,7 +144,38 @@ class DeepSVDD(DeepSAD):
         return self.bounded(out).mean()
 
 
-OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (BCE, Focal, HSC, DeepSAD, DeepSVDD, Supervised)}
+@dataclass
+class FCDD(HSC):
+    """Fully convolutional data description (Liznerski et al. 2021): the network outputs a map,
+    A(x) = sqrt(map^2 + 1) - 1 per location, and the HSC cross entropy is applied to the map's mean.
+    Score = mean of A(x); the map itself, upsampled, is the explanation."""
+
+    name: str = "fcdd"
+    output: str = "map"
+
+    @staticmethod
+    def score_map(out: Tensor) -> Tensor:
+        """(B, 1, h, w) network output -> (B, h, w) pseudo-Huber map A(x)."""
+        return torch.sqrt(out[:, 0].pow(2) + 1) - 1
+
+    def _mean(self, out: Tensor) -> Tensor:
+        return self.score_map(out).mean(dim=(1, 2))
+
+    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+        m = self._mean(out)
+        y = y.float()
+        anomalous = -torch.log(-torch.expm1(-m.clamp_min(_EPS)))
+        return ((1 - y) * m + y * anomalous).mean()
+
+    def raw(self, out: Tensor) -> Tensor:
+        return self._mean(out)
+
+    def bounded(self, out: Tensor) -> Tensor:
+        return -torch.expm1(-self._mean(out))
+
+
+OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (BCE, Focal, HSC, DeepSAD, DeepSVDD, Supervised,
+                                                                    FCDD)}
 
 
 def make_objective(name: str, **params: float) -> Objective:

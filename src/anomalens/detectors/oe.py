@@ -32,6 +32,8 @@ class OEDetector(Detector):
         self.objective = objective if isinstance(objective, Objective) else make_objective(objective,
                                                                                           **objective_params)
         self.image_shape = tuple(image_shape)
+        if net is None and self.objective.output == "map":
+            net = "fcn"
         if net is None or isinstance(net, str):
             net = default_net(self.image_shape, net, bias=self.objective.bias)
         self.net_config = dict(net)
@@ -60,6 +62,16 @@ class OEDetector(Detector):
     def score(self, x: Tensor) -> Tensor:
         return self.objective.bounded(self(x).float())
 
+    def anomaly_map(self, x: Tensor) -> Tensor | None:
+        """FCDD: the score map A(x) upsampled to the input with a gaussian over each location's
+        receptive field; None for objectives without a spatial output."""
+        if self.objective.output != "map":
+            return None
+        from anomalens.maps import receptive_upsample
+
+        score_map = self.objective.score_map(self(x).float())
+        return receptive_upsample(score_map, tuple(x.shape[-2:]), self.net.receptive_field)
+
     @torch.no_grad()
     def init_center(self, normal: Tensor, batch_size: int = 512, eps: float = 0.1) -> None:
         """Fix the centre at the mean feature of the normal data under the initial network
@@ -78,13 +90,17 @@ class OEDetector(Detector):
     # --------------------------------------------------------------------------------- training
 
     def training_anomalies(self, data: ADData) -> Tensor | None:
-        """The anomalies this objective trains on; a clear error when the scenario lacks them."""
+        """The anomalies this objective trains on: for OE objectives every anomaly the scenario has
+        (OE and labelled anomalies together), for ``supervised`` only the labelled ones. A clear
+        error when the scenario lacks them."""
         kind = self.objective.anomalies
         if kind == "none":
             return None
-        pool = data.train_oe if kind == "oe" else data.train_anomalies
-        if pool is None or len(pool) == 0:
-            what = "an Outlier-Exposure set (oe=..., CLI --oe)" if kind == "oe" else \
+        sources = [data.train_oe, data.train_anomalies] if kind == "oe" else [data.train_anomalies]
+        sources = [s for s in sources if s is not None and len(s)]
+        pool = torch.cat(sources) if len(sources) > 1 else (sources[0] if sources else None)
+        if pool is None:
+            what = "an Outlier-Exposure set or labelled anomalies (oe=..., CLI --oe)" if kind == "oe" else \
                 "known anomalies (known_anomalies=..., CLI --known-anomalies)"
             raise ValueError(f"{self.name} trains on {what}, but the scenario {data.name!r} has none")
         return pool

@@ -27,7 +27,7 @@ class TrainJob:
 
     dataset: str = "mnist"
     normal: str | int = "0"  # a class (7 or "seven"), a list "1,3", or a rule "red or one"
-    detector: str = "hsc"  # bce, focal, hsc, deepsad, dsvdd, supervised
+    detector: str = "hsc"  # bce, focal, hsc, deepsad, dsvdd, supervised, fcdd
     oe: str | None = None
     oe_size: int | None = None
     known_anomalies: str | None = None  # e.g. "blue" for the supervised classifier

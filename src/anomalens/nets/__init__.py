@@ -21,7 +21,12 @@ def build_net(config: dict[str, Any]) -> nn.Module:
 
         config["widths"] = tuple(config["widths"])
         return WideResNet(WRNConfig(**config))
-    raise ValueError(f"unknown network type {kind!r}; known: lenet, wrn")
+    if kind == "fcn":
+        from anomalens.nets.fcn import FCN, FCNConfig
+
+        config["widths"] = tuple(config["widths"])
+        return FCN(FCNConfig(**config))
+    raise ValueError(f"unknown network type {kind!r}; known: lenet, wrn, fcn")
 
 
 def default_net(image_shape: tuple[int, int, int], profile: str | None = None, bias: bool = True) -> dict[str, Any]:
@@ -35,6 +40,10 @@ def default_net(image_shape: tuple[int, int, int], profile: str | None = None, b
 
             return {"type": "wrn", **WRNConfig(in_channels=c, bias=bias).__dict__}
         profile = "mnist" if c == 1 else ("colored_mnist" if h <= 28 else "cifar")
+    if profile == "fcn":
+        from anomalens.nets.fcn import FCNConfig
+
+        return {"type": "fcn", **FCNConfig(in_channels=c, bias=bias, pools=2 if max(h, w) <= 32 else 3).__dict__}
     if profile == "wrn":
         from anomalens.nets.wrn import WRNConfig
 
