@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from anomalens.data import catalog
 from anomalens.data.addata import ADData
-from anomalens.data.images import LabeledImages, to_tensor
+from anomalens.data.images import DefectImages, LabeledImages, to_tensor
 from anomalens.data.synthetic import GLYPH_COLOURS, colourise
 from anomalens.errors import ScenarioError
 
@@ -296,3 +296,51 @@ def build(dataset: str, normal: str | int | Sequence[int | str], *, colored: boo
         data = with_outlier_exposure(data, pools, test, oe_size, seed)
     data.name = f"{'colored ' if colored else ''}{data.name}" + (f", OE = {oe}" if oe else "")
     return data
+
+
+# -------------------------------------------------------------------------------- defect datasets
+
+
+def defect_scenario(defects: DefectImages, per_type: int = 3, seed: int = 0, anomalies_only: bool = False,
+                    size: int | None = None) -> ADData:
+    """A semi-supervised inspection task from a defect dataset (AE-XAD paper, sec. 5.1).
+
+    ``per_type`` defective test images of every defect type move, with their masks, into the
+    training set as labelled anomalies; the rest is the test set (with masks). ``anomalies_only``
+    is the paper's D* scenario: no normal training images at all. ``size`` resizes images
+    (bilinear) and masks (nearest) to size x size.
+    """
+    rng = np.random.default_rng(seed)
+    types = np.asarray(defects.test_defect_type).astype(str)
+    chosen = []
+    for kind in sorted(set(types) - {"good"}):
+        candidates = np.flatnonzero((types == kind) & (defects.test_masks.reshape(len(types), -1).any(1)))
+        if len(candidates) <= per_type:
+            raise ScenarioError(f"{defects.name}: defect type {kind!r} has {len(candidates)} annotated images, "
+                                f"need more than per_type={per_type} to keep some for testing")
+        chosen += rng.choice(candidates, per_type, replace=False).tolist()
+    train_index = np.sort(np.asarray(chosen, int))
+    test_index = np.setdiff1d(np.arange(len(types)), train_index)
+
+    def images(x: np.ndarray) -> torch.Tensor:
+        t = to_tensor(x)
+        return t if size is None else F.interpolate(t, size=(size, size), mode="bilinear", antialias=True,
+                                                    align_corners=False).clamp_(0, 1)
+
+    def masks(m: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(m)).float()
+        return t if size is None else F.interpolate(t[:, None], size=(size, size), mode="nearest")[:, 0]
+
+    normal = images(defects.train)
+    kinds = sorted(set(types))
+    return ADData(
+        train_normal=normal[:0] if anomalies_only else normal,
+        train_anomalies=images(defects.test[train_index]),
+        train_anomaly_masks=masks(defects.test_masks[train_index]),
+        test_x=images(defects.test[test_index]),
+        test_y=torch.from_numpy(defects.test_labels[test_index].astype(np.int64)),
+        test_masks=masks(defects.test_masks[test_index]),
+        test_attrs={"defect_type": torch.tensor([kinds.index(t) for t in types[test_index]])},
+        name=f"{defects.name}{'*' if anomalies_only else ''}: {per_type} labelled anomalies per defect type",
+        normal_description="defect-free",
+    )

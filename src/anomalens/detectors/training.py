@@ -68,7 +68,7 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torc
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def _save(folder: Path, epoch: int, detector, optimizer, generator: torch.Generator, history) -> None:
+def save_training_state(folder: Path, epoch: int, detector, optimizer, generator: torch.Generator, history) -> None:
     optim_tensors, optim_meta = _optimizer_tensors(optimizer)
     tensors = {f"model.{k}": v for k, v in detector.state_dict().items()}
     tensors.update(optim_tensors)
@@ -76,7 +76,7 @@ def _save(folder: Path, epoch: int, detector, optimizer, generator: torch.Genera
     save_checkpoint(folder, epoch, tensors, {"optimizer": optim_meta, "history": history})
 
 
-def _resume(folder: Path, detector, optimizer, generator: torch.Generator) -> tuple[int, list]:
+def resume_training_state(folder: Path, detector, optimizer, generator: torch.Generator) -> tuple[int, list]:
     found = last_checkpoint(folder)
     if found is None:
         return 0, []
@@ -137,7 +137,7 @@ def train(detector, data: ADData, cfg: TrainConfig) -> list[dict[str, float]]:
         pretrain_autoencoder(detector, normal, cfg, generator)
     detector.init_center(normal)
     optimizer = torch.optim.Adam(detector.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start, history = _resume(folder, detector, optimizer, generator) if resumable else (0, [])
+    start, history = resume_training_state(folder, detector, optimizer, generator) if resumable else (0, [])
     batch = min(cfg.batch_size, len(normal))
     steps = max(1, len(normal) // batch)
     if cfg.max_steps_per_epoch:
@@ -175,7 +175,7 @@ def train(detector, data: ADData, cfg: TrainConfig) -> list[dict[str, float]]:
                         "lr": cfg.lr_at(epoch)})
         progress.end_epoch(f"({seconds:.1f}s)")
         if folder:
-            _save(folder, epoch + 1, detector, optimizer, generator, history)
+            save_training_state(folder, epoch + 1, detector, optimizer, generator, history)
     detector.eval()
     detector.history = history
     if cfg.channels_last:

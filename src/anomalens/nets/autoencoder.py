@@ -48,3 +48,34 @@ def decoder_for(net: nn.Module, image_shape: tuple[int, int, int]) -> MirrorDeco
     config = net.config
     widths = tuple(getattr(config, "conv", None) or config.widths)
     return MirrorDecoder(net.out_dim, image_shape, widths, getattr(config, "kernel", 3))
+
+
+class ConvAutoencoder(nn.Module):
+    """A small convolutional autoencoder for 28-64 px images (AE-XAD's "small encoder" profile).
+
+    Encoder: per width a stride-2 3x3 conv, batch norm, leaky ReLU. Decoder: the mirror image with
+    nearest upsampling. The output is linear (no sigmoid): AE-XAD trains anomalous pixels towards
+    F(x) = 2, outside the pixel range.
+    """
+
+    def __init__(self, in_channels: int = 1, widths: tuple[int, ...] = (32, 64, 128)):
+        super().__init__()
+        self.config = {"in_channels": in_channels, "widths": list(widths)}
+        down: list[nn.Module] = []
+        c = in_channels
+        for width in widths:
+            down += [nn.Conv2d(c, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.LeakyReLU(0.01)]
+            c = width
+        up: list[nn.Module] = []
+        for width in list(reversed(widths))[1:] + [widths[0]]:
+            up += [nn.Upsample(scale_factor=2), nn.Conv2d(c, width, 3, padding=1), nn.BatchNorm2d(width),
+                   nn.LeakyReLU(0.01)]
+            c = width
+        up.append(nn.Conv2d(c, in_channels, 3, padding=1))
+        self.encoder, self.decoder = nn.Sequential(*down), nn.Sequential(*up)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.decoder(self.encoder(x))
+        if out.shape[-2:] != x.shape[-2:]:
+            out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return out
