@@ -45,8 +45,10 @@ SUITES = {
     "fmnist": {
         "dataset": "fashion_mnist", "oe": "cifar10", "methods": ["bce", "hsc"],
         "job": TrainJob(dataset="fashion_mnist", oe="cifar10", net="fmnist", augment="gray", epochs=20,
-                        lr=1e-3, milestones=(15,)),
-        "per_method": {},
+                        lr=1e-4, milestones=(15,)),
+        # probes on classes 0 and 2: BCE overfits the easy CIFAR-vs-clothing split at lr 1e-3 (AuROC 0.62
+        # on class 0) and loses ~0.1 with augmentation; HSC profits from it (0.88 on class 0)
+        "per_method": {"bce": {"augment": "none"}},
     },
     "cifar10": {
         "dataset": "cifar10", "oe": "tinyimagenet", "methods": ["bce", "hsc"],

@@ -176,3 +176,14 @@ def test_cli_train_rejects_bad_config(tmp_path: Path, capsys) -> None:
     config.write_text("dataset: glyphs\nepoch: 3\n")
     assert cli.main(["train", str(config), "--out", str(tmp_path / "r")]) == 2
     assert "unknown setting(s) ['epoch']" in capsys.readouterr().err
+
+
+def test_cli_train_aexad_on_defects_writes_pixel_metrics(tmp_path: Path) -> None:
+    out = tmp_path / "aexad"
+    argv = ["train", "--dataset", "synthetic_defects/grid", "--detector", "aexad", "--epochs", "2",
+            "--batch-size", "32", "--image-size", "32", "--out", str(out)]
+    assert cli.main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["pixel_auc"] <= 1 and metrics["heatmap"] == "anomaly_map"
+    assert set(metrics["thresholds"]) == {"a=1", "a=1.5", "a=2", "a=2.5", "a=3", "a=3.5"}
+    assert (out / "images" / "heatmaps.png").stat().st_size > 1000

@@ -18,7 +18,8 @@ EXAMPLES = {
     "train": "examples:\n  anomalens train --dataset mnist --normal 7 --detector hsc --oe kmnist --oe-size 1024 "
              "--epochs 20 --out runs/x\n  anomalens train config.yaml --out runs/y\n"
              "  anomalens train --dataset mnist --colored --normal 'red or one' --detector supervised "
-             "--known-anomalies blue --out runs/bias",
+             "--known-anomalies blue --out runs/bias\n"
+             "  anomalens train --dataset synthetic_defects/stripes --detector aexad --epochs 30 --out runs/aexad",
     "demo": "examples:\n  anomalens demo\n  anomalens demo --out runs/my-demo --seed 3",
 }
 
@@ -58,11 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="run folder; rerunning resumes from its last checkpoint")
     train.add_argument("--dataset")
     train.add_argument("--normal", help="normal class(es) '7' or '1,3', or a rule 'red or one'")
-    train.add_argument("--detector", choices=["bce", "focal", "hsc", "deepsad", "dsvdd", "supervised", "fcdd"])
+    train.add_argument("--detector", choices=["bce", "focal", "hsc", "deepsad", "dsvdd", "supervised", "fcdd", "aexad"])
     train.add_argument("--oe", help="Outlier-Exposure dataset, e.g. kmnist, kmnist+glyph_letters, confetti")
     train.add_argument("--oe-size", type=int, help="number of OE images (default: all)")
     train.add_argument("--known-anomalies", help="rule selecting labelled training anomalies, e.g. blue")
     train.add_argument("--known-size", type=int)
+    train.add_argument("--labelled-per-type", type=int, help="defect datasets: annotated anomalies per type")
+    train.add_argument("--anomalies-only", action="store_const", const=True, help="defect datasets: D* scenario")
+    train.add_argument("--image-size", type=int, help="defect datasets: resize images and masks")
     train.add_argument("--colored", action="store_const", const=True, help="use the 7-colour variant")
     train.add_argument("--net", help="mnist, colored_mnist, fmnist, cifar or wrn (default: by image size)")
     train.add_argument("--focal-gamma", type=float)

@@ -256,6 +256,18 @@ def with_known_anomalies(data: ADData, train: LabeledImages, normal: str | int |
     return data
 
 
+def with_generated_oe(data: ADData, kind: str, size: int | None = None, seed: int = 0) -> ADData:
+    """Synthetic anomalies made from the normal training images: ``confetti`` (FCDD) pastes random
+    colour blocks on them."""
+    if kind != "confetti":
+        raise ScenarioError(f"unknown generated OE {kind!r} for {data.name!r}; use 'confetti'")
+    from anomalens.data.defects import confetti_noise
+
+    data.train_oe = confetti_noise(data.train_normal if len(data.train_normal) else data.train_anomalies,
+                                   size, seed)
+    return data
+
+
 def _drop_cifar10_overlap(oe: LabeledImages, dataset: str) -> LabeledImages:
     """Tiny-ImageNet as OE for CIFAR-10 must not contain CIFAR-10's classes (or close relatives)."""
     if dataset == "cifar10" and "cifar10_overlap" in oe.attrs:
@@ -281,10 +293,8 @@ def build(dataset: str, normal: str | int | Sequence[int | str], *, colored: boo
     data = scenario(train, test, normal)
     if known_anomalies is not None:
         data = with_known_anomalies(data, train, normal, known_anomalies, known_size, seed)
-    if oe == "confetti":  # synthetic anomalies made from the normal training images (FCDD)
-        from anomalens.data.defects import confetti_noise
-
-        data.train_oe = confetti_noise(data.train_normal, oe_size, seed)
+    if oe == "confetti":
+        data = with_generated_oe(data, oe, oe_size, seed)
     elif oe is not None:
         pools = []
         for name in oe.split("+"):  # "kmnist+glyph_letters": the union of several OE sets

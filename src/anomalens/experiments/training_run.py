@@ -13,10 +13,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from anomalens.data import scenarios
+from anomalens.data import catalog, scenarios
+from anomalens.data.addata import ADData
+from anomalens.detectors.aexad import AEXAD
+from anomalens.detectors.base import Detector
 from anomalens.detectors.oe import OEDetector
 from anomalens.detectors.training import TrainConfig
+from anomalens.explain.heatmap import detector_heatmaps
+from anomalens.maps import binarize, normalise
 from anomalens.metrics.detection import evaluate_detector, roc_curve
+from anomalens.metrics.pixel import pixel_auc, threshold_metrics
+from anomalens.report.grids import save_grid
 from anomalens.report.plots import roc_plot, score_histogram
 from anomalens.runs import Run
 
@@ -27,12 +34,15 @@ class TrainJob:
 
     dataset: str = "mnist"
     normal: str | int = "0"  # a class (7 or "seven"), a list "1,3", or a rule "red or one"
-    detector: str = "hsc"  # bce, focal, hsc, deepsad, dsvdd, supervised, fcdd
+    detector: str = "hsc"  # bce, focal, hsc, deepsad, dsvdd, supervised, fcdd, aexad
     oe: str | None = None
     oe_size: int | None = None
     known_anomalies: str | None = None  # e.g. "blue" for the supervised classifier
     known_size: int | None = None
     colored: bool = False
+    labelled_per_type: int = 3  # defect datasets: annotated anomalies per defect type moved to training
+    anomalies_only: bool = False  # defect datasets: AE-XAD's D* scenario, no normal training images
+    image_size: int | None = None  # defect datasets: resize images and masks
     net: str | None = None  # LeNet profile (mnist, colored_mnist, fmnist, cifar) or wrn; default by size
     focal_gamma: float = 2.0
     epochs: int = 20
@@ -62,17 +72,45 @@ def _normal_rule(normal: str | int) -> str | list[str]:
     return parts if all(p.isdigit() for p in parts) else normal
 
 
-def build_detector(job: TrainJob, image_shape: tuple[int, int, int]) -> OEDetector:
+def build_detector(job: TrainJob, image_shape: tuple[int, int, int]) -> Detector:
+    if job.detector == "aexad":
+        return AEXAD(image_shape)
     params = {"gamma": job.focal_gamma} if job.detector == "focal" else {}
     return OEDetector(job.detector, image_shape, job.net, **params)
+
+
+def build_data(job: TrainJob) -> ADData:
+    """The job's task: a defect dataset becomes a semi-supervised inspection task with masks,
+    a labelled dataset a class / rule scenario."""
+    if catalog.get_spec(job.dataset).kind == "defects":
+        defects = catalog.load_defects(job.dataset, job.data_root)
+        data = scenarios.defect_scenario(defects, job.labelled_per_type, job.seed, job.anomalies_only, job.image_size)
+        if job.oe is not None:
+            data = scenarios.with_generated_oe(data, job.oe, job.oe_size, job.seed)
+        return data
+    return scenarios.build(job.dataset, _normal_rule(job.normal), colored=job.colored, oe=job.oe,
+                           oe_size=job.oe_size, known_anomalies=job.known_anomalies, known_size=job.known_size,
+                           seed=job.seed, data_root=job.data_root)
+
+
+def evaluate_heatmaps(detector: Detector, data: ADData, images: Path, shown: int = 8) -> dict[str, Any]:
+    """Pixel metrics of the detector's heatmaps on the test set, and an overlay grid of anomalies."""
+    heat = detector_heatmaps(detector, data.test_x)
+    metrics: dict[str, Any] = {"pixel_auc": pixel_auc(data.test_masks, heat.maps), "heatmap": heat.method}
+    table = threshold_metrics(data.test_masks, heat.maps)
+    metrics.update(pixel_f1=table["a=1"]["pixel_f1"], pixel_iou=table["a=1"]["pixel_iou"], thresholds=table)
+    anomalous = (data.test_y == 1).nonzero().flatten()[:shown]
+    maps = normalise(heat.maps[anomalous])
+    rows = [data.test_x[anomalous], data.test_masks[anomalous][:, None], maps[:, None],
+            binarize(heat.maps[anomalous])[:, None]]
+    save_grid(images / "heatmaps.png", rows, ["image", "ground truth", "heatmap", "binary map"])
+    return metrics
 
 
 def run_training(job: TrainJob, out: str | Path, log=print, progress: bool = True) -> dict[str, Any]:
     """Train and evaluate one detector into run folder ``out``; returns the metrics."""
     run = Run.create(out, asdict(job), job.seed, command="anomalens train")
-    data = scenarios.build(job.dataset, _normal_rule(job.normal), colored=job.colored, oe=job.oe,
-                           oe_size=job.oe_size, known_anomalies=job.known_anomalies, known_size=job.known_size,
-                           seed=job.seed, data_root=job.data_root)
+    data = build_data(job)
     summary = data.summary()
     log(f"{data.name}: {summary['train_normal']} normal, {summary['train_oe']} OE, "
         f"{summary['train_anomalies']} known anomalies; test {summary['test_normal']} normal / "
@@ -95,6 +133,10 @@ def run_training(job: TrainJob, out: str | Path, log=print, progress: bool = Tru
     roc_plot(run.path / "images" / "roc.png", fpr, tpr, metrics["ad_auroc"], f"{job.detector}: {data.name}")
     score_histogram(run.path / "images" / "scores.png", detector.scores(data.test_x, raw=False).numpy(),
                     data.test_y.numpy(), f"{job.detector}: bounded test scores", "score in [0, 1]")
+    if data.test_masks is not None:
+        metrics.update(evaluate_heatmaps(detector, data, run.path / "images"))
+        log(f"pixel AUC {metrics['pixel_auc']:.3f}, F1 {metrics['pixel_f1']:.3f}, IoU {metrics['pixel_iou']:.3f} "
+            f"({metrics['heatmap']}) -> {run.path / 'images' / 'heatmaps.png'}")
     run.write_metrics(metrics)
     run.finish()
     log(f"AuROC {metrics['ad_auroc']:.4f}, score distance {metrics['score_distance']:.3f}, "

@@ -43,3 +43,20 @@ def gradient_heatmaps(detector, x: Tensor, method: str = "gradient", batch_size:
     finally:
         detector.train(was_training)
     return Heatmaps(torch.cat(maps), torch.cat(scores), method)
+
+
+def detector_heatmaps(detector, x: Tensor, batch_size: int = 64) -> Heatmaps:
+    """The detector's own anomaly map when it has one (FCDD, AE-XAD), else its input gradient."""
+    was_training = detector.training
+    detector.eval()
+    try:
+        with torch.no_grad():
+            first = detector.anomaly_map(x[:1])
+        if first is None:
+            return gradient_heatmaps(detector, x, "gradient", batch_size)
+        with torch.no_grad():
+            maps = torch.cat([detector.anomaly_map(chunk) for chunk in x.split(batch_size)])
+            scores = torch.cat([detector.score(chunk) for chunk in x.split(batch_size)])
+    finally:
+        detector.train(was_training)
+    return Heatmaps(maps.float(), scores, "anomaly_map")
