@@ -52,8 +52,8 @@ SUITES = {
     },
     "cifar10": {
         "dataset": "cifar10", "oe": "tinyimagenet", "methods": ["bce", "hsc"],
-        "job": TrainJob(dataset="cifar10", oe="tinyimagenet", net="cifar", augment="natural", epochs=20,
-                        lr=1e-3, milestones=(15,), bf16=True, channels_last=True),
+        "job": TrainJob(dataset="cifar10", oe="tinyimagenet", net="cifar", augment="natural", epochs=12,
+                        lr=1e-3, milestones=(9,), bf16=True, channels_last=True),
         "per_method": {},
     },
 }
