@@ -187,3 +187,8 @@ def test_cli_train_aexad_on_defects_writes_pixel_metrics(tmp_path: Path) -> None
     assert 0 <= metrics["pixel_auc"] <= 1 and metrics["heatmap"] == "anomaly_map"
     assert set(metrics["thresholds"]) == {"a=1", "a=1.5", "a=2", "a=2.5", "a=3", "a=3.5"}
     assert (out / "images" / "heatmaps.png").stat().st_size > 1000
+    assert cli.main(["explain", str(out)]) == 0
+    explained = json.loads((out / "explain" / "heatmap" / "metrics.json").read_text())
+    assert explained["pixel_auc"] == pytest.approx(metrics["pixel_auc"], abs=1e-6)
+    assert (out / "explain" / "heatmap" / "overlays.png").is_file()
+    assert cli.main(["explain", str(tmp_path)]) == 2  # not a run folder: a clear error, no traceback

@@ -20,6 +20,7 @@ EXAMPLES = {
              "  anomalens train --dataset mnist --colored --normal 'red or one' --detector supervised "
              "--known-anomalies blue --out runs/bias\n"
              "  anomalens train --dataset synthetic_defects/stripes --detector aexad --epochs 30 --out runs/aexad",
+    "explain": "examples:\n  anomalens explain runs/aexad\n  anomalens explain runs/x --method gradient_x_input",
     "demo": "examples:\n  anomalens demo\n  anomalens demo --out runs/my-demo --seed 3",
 }
 
@@ -79,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--bf16", action="store_const", const=True, help="bfloat16 autocast (faster on CPU)")
     train.add_argument("--seed", type=int)
     train.add_argument("--data-root", help=root_help)
+
+    explain = commands.add_parser("explain", help="explain the test anomalies of a training run",
+                                  formatter_class=fmt, epilog=EXAMPLES["explain"])
+    explain.add_argument("run_dir", help="folder of a finished `anomalens train` run")
+    explain.add_argument("--method", default="heatmap", choices=["heatmap", "gradient", "gradient_x_input"],
+                         help="heatmap: the detector's own map (FCDD, AE-XAD) or its input gradient")
 
     demo = commands.add_parser("demo", help="run the offline pipeline on the built-in glyphs",
                                formatter_class=fmt, epilog=EXAMPLES["demo"])
@@ -142,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             _train(args)
+        elif args.command == "explain":
+            from anomalens.experiments.explain_run import explain_run
+
+            explain_run(args.run_dir, args.method)
         elif args.command == "demo":
             from anomalens.demo import DemoConfig, run_demo
 
