@@ -10,7 +10,6 @@ size k per image, heatmap h = F_k(e~), score S = ||e * F_k(e)|| (eq. 4), binary 
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from anomalens.data.addata import ADData
 from anomalens.detectors.base import Detector, register
 from anomalens.detectors.training import (
     TrainConfig,
-    TrainingDivergedError,
+    optimisation_step,
     resume_training_state,
     save_training_state,
 )
@@ -166,14 +165,7 @@ class AEXAD(Detector):
                     x = torch.cat([normal[order[step * n_normal:(step + 1) * n_normal]], x])
                     y = torch.cat([blank[: len(x) - len(y)], y])
                 loss = self.loss(x, self.autoencoder(x), y)
-                value = loss.item()
-                if not math.isfinite(value):
-                    raise TrainingDivergedError(f"aexad: loss became {value} at epoch {epoch + 1}, step {step + 1}. "
-                                                f"Fix: lower lr (now {cfg.lr})")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                progress.step(value)
+                progress.step(optimisation_step(optimizer, loss, self.name, epoch, step, folder))
             history.append({"epoch": epoch + 1, "loss": progress.mean_loss, "seconds": time.perf_counter() - started})
             progress.end_epoch()
             if folder:

@@ -87,6 +87,22 @@ def resume_training_state(folder: Path, detector, optimizer, generator: torch.Ge
     return epoch, meta.get("history", [])
 
 
+def optimisation_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, name: str, epoch: int, step: int,
+                      folder: Path | None) -> float:
+    """One Adam step on ``loss``; a NaN or infinite loss raises ``TrainingDivergedError`` before the
+    weights are touched, naming the last good checkpoint. Returns the loss value."""
+    value = loss.item()
+    if not math.isfinite(value):
+        where = f"; the last good checkpoint is in {folder}" if folder and epoch > 0 else ""
+        lr = optimizer.param_groups[0]["lr"]
+        raise TrainingDivergedError(f"{name}: loss became {value} at epoch {epoch + 1}, step {step + 1}{where}. "
+                                    f"Fix: lower lr (now {lr})")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return value
+
+
 def pretrain_autoencoder(detector, normal: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> float:
     """Train the detector's network as the encoder of an autoencoder on normal data (MSE); the
     decoder is thrown away afterwards. Returns the last epoch's mean reconstruction error."""
@@ -161,15 +177,7 @@ def train(detector, data: ADData, cfg: TrainConfig) -> list[dict[str, float]]:
             with autocast:
                 out = detector(x)
             loss = detector.objective.loss(out.float(), y)
-            value = loss.item()
-            if not math.isfinite(value):
-                where = f"; the last good checkpoint is in {folder}" if folder and epoch > 0 else ""
-                raise TrainingDivergedError(f"{detector.name}: loss became {value} at epoch {epoch + 1}, "
-                                            f"step {step + 1}{where}. Fix: lower lr (now {cfg.lr_at(epoch)})")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            progress.step(value)
+            progress.step(optimisation_step(optimizer, loss, detector.name, epoch, step, folder))
         seconds = time.perf_counter() - started
         history.append({"epoch": epoch + 1, "loss": progress.mean_loss, "seconds": seconds,
                         "lr": cfg.lr_at(epoch)})
