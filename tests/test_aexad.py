@@ -81,3 +81,16 @@ def test_fit_needs_annotated_anomalies() -> None:
 
     with pytest.raises(ValueError, match="labelled anomalies with masks"):
         AEXAD((1, 28, 28)).fit(build("glyphs", 0), TrainConfig(epochs=1, progress=False))
+
+
+def test_ablation_variants(tmp_path) -> None:
+    data = defect_scenario(synthetic_defects(n_train=40, n_test_good=6, n_test_defect=12, size=32), per_type=2)
+    plain = AEXAD(data.image_shape, widths=(8, 16), plain=True)
+    plain.fit(data, TrainConfig(epochs=1, batch_size=16, progress=False))
+    x, rec = torch.rand(2, 1, 4, 4), torch.zeros(2, 1, 4, 4)
+    assert plain.loss(x, rec, torch.ones(2, 4, 4)).item() == pytest.approx(x.pow(2).flatten(1).sum(1).mean().item())
+    unsmoothed = AEXAD(data.image_shape, widths=(8, 16), smooth=False).eval()
+    maps = unsmoothed.explain_maps(data.test_x[:3])
+    assert bool((maps["k"] == 0).all())
+    assert torch.allclose(maps["heatmap"], unsmoothed.error_maps(data.test_x[:3])[1])
+    assert Detector.load(plain.save(tmp_path / "ae.safetensors")).plain is True

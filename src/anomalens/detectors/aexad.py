@@ -70,13 +70,16 @@ class AEXAD(Detector):
     """``AEXAD(image_shape)``; ``fit(data)`` needs ``data.train_anomalies`` and their masks."""
 
     def __init__(self, image_shape: tuple[int, int, int], target: str = "v", v: float = 2.0,
-                 widths: tuple[int, ...] = (32, 64, 128)):
+                 widths: tuple[int, ...] = (32, 64, 128), plain: bool = False, smooth: bool = True):
+        """``plain=True`` is the ablation baseline: an ordinary autoencoder trained on normal images
+        only; ``smooth=False`` drops the gaussian filter from heatmap and score (paper, Table 1)."""
         super().__init__()
         if target not in ("v", "negative"):
             raise ValueError(f"target must be 'v' (F(x) = v) or 'negative' (F(x) = 1 - x), got {target!r}")
         if target == "v" and 0 <= v <= 1:
             raise ValueError(f"v={v} lies inside the pixel range [0, 1]; choose v outside it, e.g. 2")
         self.image_shape, self.target, self.v, self.widths = tuple(image_shape), target, v, tuple(widths)
+        self.plain, self.smooth = plain, smooth
         self.autoencoder = ConvAutoencoder(image_shape[0], self.widths)
         self.register_buffer("score_scale", torch.ones(()))
         self.history: list[dict[str, float]] = []
@@ -93,7 +96,10 @@ class AEXAD(Detector):
         return (self.transform(x) - x).pow(2).clamp_min(_MIN_DENOMINATOR)
 
     def loss(self, x: Tensor, reconstruction: Tensor, masks: Tensor) -> Tensor:
-        """Eq. (1) summed over the D pixel values of each image, averaged over the batch (eq. 2)."""
+        """Eq. (1) summed over the D pixel values of each image, averaged over the batch (eq. 2);
+        the plain autoencoder's squared error when ``plain``."""
+        if self.plain:
+            return (x - reconstruction).pow(2).flatten(1).sum(1).mean()
         y = masks[:, None].expand_as(x)
         d = x[0].numel()
         ones = y.flatten(1).sum(1)
@@ -107,12 +113,12 @@ class AEXAD(Detector):
         """(e, e~): per-pixel squared error and normalised error, averaged over channels, (B, H, W)."""
         reconstruction = self.autoencoder(x)
         e = (x - reconstruction).pow(2)
-        return e.mean(1), (e / self._denominator(x)).mean(1)
+        return e.mean(1), e.mean(1) if self.plain else (e / self._denominator(x)).mean(1)
 
     def explain_maps(self, x: Tensor) -> dict[str, Tensor]:
         """Heatmaps h = F_k(e~), binary maps, the automatic k and the score S of every image."""
         e, e_norm = self.error_maps(x)
-        ks = [auto_kernel_size(m.detach()) for m in e_norm]
+        ks = [auto_kernel_size(m.detach()) if self.smooth else 0 for m in e_norm]
         heat = torch.stack([gaussian_filter(m, k) for m, k in zip(e_norm, ks)])
         smoothed = torch.stack([gaussian_filter(m, k) for m, k in zip(e, ks)])
         score = (e * smoothed).flatten(1).norm(dim=1)
@@ -134,7 +140,13 @@ class AEXAD(Detector):
         """Train with batches of 1/3 (augmented) anomalies and 2/3 normals; ``cfg.batch_size``
         normals and half as many anomalies per step (only anomalies in the D* scenario)."""
         cfg = cfg or TrainConfig(epochs=50, lr=1e-3, weight_decay=1e-4, batch_size=32)
-        if data.train_anomalies is None or data.train_anomaly_masks is None or not len(data.train_anomalies):
+        if self.plain:
+            if not len(data.train_normal):
+                raise ValueError(f"a plain autoencoder learns from normal images; {data.name!r} has none")
+            empty = data.train_normal[:0]
+            data = ADData(data.train_normal, data.test_x, data.test_y, train_anomalies=empty,
+                          train_anomaly_masks=empty[:, 0], name=data.name)
+        elif data.train_anomalies is None or data.train_anomaly_masks is None or not len(data.train_anomalies):
             raise ValueError(f"AE-XAD learns from labelled anomalies with masks; {data.name!r} has none. "
                              "Build the task with scenarios.defect_scenario")
         torch.set_flush_denormal(True)
@@ -143,12 +155,12 @@ class AEXAD(Detector):
         normal = data.train_normal
         backgrounds = normal if len(normal) else data.train_anomalies
         anomalies, masks = augment_anomalies(data.train_anomalies, data.train_anomaly_masks.float(), backgrounds,
-                                             generator)
+                                             generator) if len(data.train_anomalies) else (None, None)
         optimizer = torch.optim.Adam(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         folder = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
         start, history = resume_training_state(folder, self, optimizer, generator) if folder else (0, [])
         n_normal = min(cfg.batch_size, len(normal))
-        n_anomalous = max(1, cfg.batch_size // 2) if n_normal else cfg.batch_size
+        n_anomalous = 0 if anomalies is None else (max(1, cfg.batch_size // 2) if n_normal else cfg.batch_size)
         steps = max(1, (len(normal) if n_normal else len(anomalies)) // (n_normal or n_anomalous))
         if cfg.max_steps_per_epoch:
             steps = min(steps, cfg.max_steps_per_epoch)
@@ -159,8 +171,10 @@ class AEXAD(Detector):
             started = time.perf_counter()
             order = torch.randperm(len(normal), generator=generator) if n_normal else None
             for step in range(steps):
-                pick = torch.randint(len(anomalies), (n_anomalous,), generator=generator)
-                x, y = anomalies[pick], masks[pick]
+                x, y = normal[:0], blank[:0]
+                if anomalies is not None:
+                    pick = torch.randint(len(anomalies), (n_anomalous,), generator=generator)
+                    x, y = anomalies[pick], masks[pick]
                 if order is not None:
                     x = torch.cat([normal[order[step * n_normal:(step + 1) * n_normal]], x])
                     y = torch.cat([blank[: len(x) - len(y)], y])
@@ -181,8 +195,9 @@ class AEXAD(Detector):
 
     def config(self) -> dict[str, Any]:
         return {"detector": "aexad", "image_shape": list(self.image_shape), "target": self.target, "v": self.v,
-                "widths": list(self.widths)}
+                "widths": list(self.widths), "plain": self.plain, "smooth": self.smooth}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> AEXAD:
-        return cls(tuple(config["image_shape"]), config["target"], config["v"], tuple(config["widths"]))
+        return cls(tuple(config["image_shape"]), config["target"], config["v"], tuple(config["widths"]),
+                   config.get("plain", False), config.get("smooth", True))
