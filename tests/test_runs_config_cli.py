@@ -186,6 +186,8 @@ def test_cli_train_aexad_on_defects_writes_pixel_metrics(tmp_path: Path) -> None
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["pixel_auc"] <= 1 and metrics["heatmap"] == "anomaly_map"
     assert set(metrics["thresholds"]) == {"a=1", "a=1.5", "a=2", "a=2.5", "a=3", "a=3.5"}
+    assert metrics["co2_g"] >= 0 and "energy_source" in metrics and "tradeoff_pixel_f1" in metrics
+    assert "emissions" in json.loads((out / "run.json").read_text())
     assert (out / "images" / "heatmaps.png").stat().st_size > 1000
     assert cli.main(["explain", str(out)]) == 0
     explained = json.loads((out / "explain" / "heatmap" / "metrics.json").read_text())

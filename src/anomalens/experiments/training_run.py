@@ -19,6 +19,7 @@ from anomalens.detectors.aexad import AEXAD
 from anomalens.detectors.base import Detector
 from anomalens.detectors.oe import OEDetector
 from anomalens.detectors.training import TrainConfig
+from anomalens.emissions import EmissionsMeter, tradeoff
 from anomalens.explain.heatmap import detector_heatmaps
 from anomalens.maps import binarize, normalise
 from anomalens.metrics.detection import evaluate_detector, roc_curve
@@ -117,15 +118,25 @@ def run_training(job: TrainJob, out: str | Path, log=print, progress: bool = Tru
         f"{summary['test_anomalies']} anomalous")
     detector = build_detector(job, data.image_shape)
     started = time.perf_counter()
+    meter = EmissionsMeter()
     try:
-        detector.fit(data, job.train_config(run.path / "checkpoints", progress))
+        with meter:
+            detector.fit(data, job.train_config(run.path / "checkpoints", progress))
+            train_seconds = time.perf_counter() - started
+            metrics = evaluate_detector(detector, data.test_x, data.test_y)
+            if data.test_masks is not None:
+                metrics.update(evaluate_heatmaps(detector, data, run.path / "images"))
     except KeyboardInterrupt:
         run.finish("interrupted")
         log(f"interrupted: run the same command again to resume from {run.path / 'checkpoints'}")
         raise
-    train_seconds = time.perf_counter() - started
     detector.save(run.path / "detector.safetensors")
-    metrics = evaluate_detector(detector, data.test_x, data.test_y)
+    emissions = meter.result()
+    metrics.update(co2_g=emissions["co2_g"], energy_kwh=emissions["energy_kwh"],
+                   energy_source=emissions["energy_source"])
+    metrics.update({f"tradeoff_{m}": tradeoff(emissions["co2_g"], metrics[m])
+                    for m in ("ad_auroc", "pixel_auc", "pixel_f1", "pixel_iou") if m in metrics})
+    run.info["emissions"] = emissions
     metrics.update(train_seconds=train_seconds, detector=job.detector, data=summary,
                    history=detector.history)
     raw = detector.scores(data.test_x).numpy()
@@ -134,11 +145,12 @@ def run_training(job: TrainJob, out: str | Path, log=print, progress: bool = Tru
     score_histogram(run.path / "images" / "scores.png", detector.scores(data.test_x, raw=False).numpy(),
                     data.test_y.numpy(), f"{job.detector}: bounded test scores", "score in [0, 1]")
     if data.test_masks is not None:
-        metrics.update(evaluate_heatmaps(detector, data, run.path / "images"))
         log(f"pixel AUC {metrics['pixel_auc']:.3f}, F1 {metrics['pixel_f1']:.3f}, IoU {metrics['pixel_iou']:.3f} "
             f"({metrics['heatmap']}) -> {run.path / 'images' / 'heatmaps.png'}")
     run.write_metrics(metrics)
     run.finish()
     log(f"AuROC {metrics['ad_auroc']:.4f}, score distance {metrics['score_distance']:.3f}, "
         f"trained in {train_seconds:.1f} s -> {run.path}")
+    log(f"CO2 {emissions['co2_g']:.3f} g, energy {emissions['energy_kwh'] * 1000:.3f} Wh "
+        f"({emissions['energy_source']})")
     return metrics
