@@ -94,3 +94,24 @@ def test_ablation_variants(tmp_path) -> None:
     assert bool((maps["k"] == 0).all())
     assert torch.allclose(maps["heatmap"], unsmoothed.error_maps(data.test_x[:3])[1])
     assert Detector.load(plain.save(tmp_path / "ae.safetensors")).plain is True
+
+
+def test_resnet_autoencoder_and_trunk_weights(tmp_path) -> None:
+    from anomalens.nets.resnet import ResNetAutoencoder, ResNetTrunk, load_trunk_weights
+
+    ae = ResNetAutoencoder(in_channels=1)
+    assert ae(torch.rand(2, 1, 64, 64)).shape == (2, 1, 64, 64)
+    assert ae.trunk(torch.rand(1, 3, 224, 224)).shape == (1, 128, 28, 28)  # 224 px -> 28 x 28 as in sec. 5.1
+    # weights named as torchvision's resnet18 (plus keys the trunk does not use) load and freeze the trunk
+    donor = ResNetTrunk(stages=2)
+    state = {**donor.state_dict(), "fc.weight": torch.zeros(1000, 512)}
+    torch.save(state, tmp_path / "resnet18.pth")
+    frozen = ResNetAutoencoder(3, tmp_path / "resnet18.pth")
+    assert torch.equal(frozen.trunk.conv1.weight, donor.conv1.weight)
+    assert not any(p.requires_grad for p in frozen.trunk.parameters())
+    assert frozen.train().trunk.training is False
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="not ResNet-18 weights"):
+        load_trunk_weights(ResNetTrunk(), tmp_path / "other.pth")
+    detector = AEXAD((3, 32, 32), architecture="resnet")
+    assert detector.explain_maps(torch.rand(2, 3, 32, 32))["heatmap"].shape == (2, 32, 32)

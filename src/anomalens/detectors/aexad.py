@@ -27,6 +27,7 @@ from anomalens.detectors.training import (
 )
 from anomalens.maps import auto_kernel_size, binarize, gaussian_filter
 from anomalens.nets.autoencoder import ConvAutoencoder
+from anomalens.nets.resnet import ResNetAutoencoder
 from anomalens.progress import Progress
 
 _MIN_DENOMINATOR = 1e-2  # (F(x) - x)^2 vanishes for F = 1 - x at x = 0.5: keep the division finite
@@ -70,9 +71,12 @@ class AEXAD(Detector):
     """``AEXAD(image_shape)``; ``fit(data)`` needs ``data.train_anomalies`` and their masks."""
 
     def __init__(self, image_shape: tuple[int, int, int], target: str = "v", v: float = 2.0,
-                 widths: tuple[int, ...] = (32, 64, 128), plain: bool = False, smooth: bool = True):
+                 widths: tuple[int, ...] = (32, 64, 128), plain: bool = False, smooth: bool = True,
+                 architecture: str = "small", trunk_weights: str | None = None):
         """``plain=True`` is the ablation baseline: an ordinary autoencoder trained on normal images
-        only; ``smooth=False`` drops the gaussian filter from heatmap and score (paper, Table 1)."""
+        only; ``smooth=False`` drops the gaussian filter from heatmap and score (paper, Table 1).
+        ``architecture="resnet"`` is the paper's sec. 5.1 autoencoder on a ResNet-18 trunk, frozen
+        with ImageNet weights from ``trunk_weights`` (a local file), else trained from scratch."""
         super().__init__()
         if target not in ("v", "negative"):
             raise ValueError(f"target must be 'v' (F(x) = v) or 'negative' (F(x) = 1 - x), got {target!r}")
@@ -80,7 +84,11 @@ class AEXAD(Detector):
             raise ValueError(f"v={v} lies inside the pixel range [0, 1]; choose v outside it, e.g. 2")
         self.image_shape, self.target, self.v, self.widths = tuple(image_shape), target, v, tuple(widths)
         self.plain, self.smooth = plain, smooth
-        self.autoencoder = ConvAutoencoder(image_shape[0], self.widths)
+        if architecture not in ("small", "resnet"):
+            raise ValueError(f"architecture must be 'small' or 'resnet', got {architecture!r}")
+        self.architecture = architecture
+        self.autoencoder = ConvAutoencoder(image_shape[0], self.widths) if architecture == "small" else \
+            ResNetAutoencoder(image_shape[0], trunk_weights)
         self.register_buffer("score_scale", torch.ones(()))
         self.history: list[dict[str, float]] = []
 
@@ -156,7 +164,8 @@ class AEXAD(Detector):
         backgrounds = normal if len(normal) else data.train_anomalies
         anomalies, masks = augment_anomalies(data.train_anomalies, data.train_anomaly_masks.float(), backgrounds,
                                              generator) if len(data.train_anomalies) else (None, None)
-        optimizer = torch.optim.Adam(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        trainable = [p for p in self.parameters() if p.requires_grad]  # a pretrained trunk stays frozen
+        optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
         folder = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
         start, history = resume_training_state(folder, self, optimizer, generator) if folder else (0, [])
         n_normal = min(cfg.batch_size, len(normal))
@@ -195,9 +204,10 @@ class AEXAD(Detector):
 
     def config(self) -> dict[str, Any]:
         return {"detector": "aexad", "image_shape": list(self.image_shape), "target": self.target, "v": self.v,
-                "widths": list(self.widths), "plain": self.plain, "smooth": self.smooth}
+                "widths": list(self.widths), "plain": self.plain, "smooth": self.smooth,
+                "architecture": self.architecture}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> AEXAD:
         return cls(tuple(config["image_shape"]), config["target"], config["v"], tuple(config["widths"]),
-                   config.get("plain", False), config.get("smooth", True))
+                   config.get("plain", False), config.get("smooth", True), config.get("architecture", "small"))
