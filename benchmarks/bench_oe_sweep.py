@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--methods", default="bce,hsc")
     parser.add_argument("--classes", default="0,4,8")
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--report-only", action="store_true", help="write the table and plot from finished runs")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "oe_sweep.json"
@@ -34,6 +35,8 @@ def main() -> None:
     done = {(r["suite"], r["method"], r["normal"], r["oe_size"]) for r in results}
     todo = [(s, m, int(c), n) for s in args.datasets.split(",") for m in args.methods.split(",")
             for c in args.classes.split(",") for n in SIZES if (s, m, int(c), n) not in done]
+    if args.report_only:
+        todo = []
     print(f"OE sweep: {len(todo)} runs to do on {machine()}", flush=True)
     started = time.perf_counter()
     for i, (suite, method, normal, size) in enumerate(todo):
@@ -51,7 +54,7 @@ def main() -> None:
     labels = [str(s) if s else "all" for s in SIZES]
     x = [s or 2 ** 12 for s in SIZES]  # "all" plotted at 4096 on the log axis
     lines = ["# OE-size sweep\n", f"Machine: {machine()}. Epochs per run: {args.epochs}. "
-             f"Classes: {args.classes}. Mean AuROC over the classes.\n",
+             f"Classes: {args.classes}. Mean AuROC over the classes (n = runs per cell).\n",
              "| dataset | method | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(SIZES)]
     series, errors = {}, {}
     for suite in args.datasets.split(","):
@@ -63,7 +66,10 @@ def main() -> None:
                 means.append(float(np.mean(v)) if v else float("nan"))
                 stds.append(float(np.std(v)) if v else 0.0)
             series[f"{suite} {method}"], errors[f"{suite} {method}"] = means, stds
-            lines.append(f"| {suite} | {method} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+            counts = [sum(r["suite"] == suite and r["method"] == method and r["oe_size"] == size for r in results)
+                      for size in SIZES]
+            lines.append(f"| {suite} | {method} | " + " | ".join(f"{m:.3f} (n={n})" if n else "-"
+                                                             for m, n in zip(means, counts)) + " |")
     (RESULTS / "oe_sweep.md").write_text("\n".join(lines) + "\n")
     line_plot(RESULTS / "oe_sweep.png", x, series, "number of OE samples (rightmost: all)", "mean AuROC",
               "BCE vs HSC when varying the OE size", log_x=True, errors=errors)
