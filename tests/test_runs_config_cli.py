@@ -193,4 +193,5 @@ def test_cli_train_aexad_on_defects_writes_pixel_metrics(tmp_path: Path) -> None
     explained = json.loads((out / "explain" / "heatmap" / "metrics.json").read_text())
     assert explained["pixel_auc"] == pytest.approx(metrics["pixel_auc"], abs=1e-6)
     assert (out / "explain" / "heatmap" / "overlays.png").is_file()
+    assert "| mean + 1 std |" in (out / "explain" / "heatmap" / "report.md").read_text()
     assert cli.main(["explain", str(tmp_path)]) == 2  # not a run folder: a clear error, no traceback

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from anomalens.atomic import atomic_write_json
+from anomalens.atomic import atomic_write_json, atomic_write_text
 from anomalens.config import from_dict
 from anomalens.detectors.base import Detector
 from anomalens.errors import ConfigError
@@ -24,6 +24,17 @@ from anomalens.metrics.pixel import pixel_auc, threshold_metrics
 from anomalens.report.grids import save_grid
 
 EXPLAIN_METHODS = ("heatmap", *METHODS)
+
+
+def report_section(job: TrainJob, detector: Detector, metrics: dict[str, Any], image: str) -> str:
+    """The run report's heatmap section, in Markdown: what was explained, how well, and the overlays."""
+    lines = [f"## Heatmaps: {detector.config().get('objective', detector.config()['detector'])} on {job.dataset}",
+             "", f"Method: {metrics['method']}; {metrics['explained']} test anomalies shown.", ""]
+    if "pixel_auc" in metrics:
+        lines += [f"Pixel AUC: {metrics['pixel_auc']:.3f}", "", "| threshold | F1 | IoU |", "|---|---|---|"]
+        lines += [f"| mean + {a[2:]} std | {v['pixel_f1']:.3f} | {v['pixel_iou']:.3f} |"
+                  for a, v in metrics["thresholds"].items()]
+    return "\n".join([*lines, "", f"![overlays]({image})", ""])
 
 
 def explain_run(run_dir: str | Path, method: str = "heatmap", shown: int = 12, log=print) -> dict[str, Any]:
@@ -54,6 +65,7 @@ def explain_run(run_dir: str | Path, method: str = "heatmap", shown: int = 12, l
     out = run_dir / "explain" / method
     grid = save_grid(out / "overlays.png", rows, captions)
     atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_text(out / "report.md", report_section(job, detector, metrics, grid.name))
     log(f"{method}: {len(x)} anomalies explained -> {grid}"
         + (f"; pixel AUC {metrics['pixel_auc']:.3f}" if "pixel_auc" in metrics else ""))
     return metrics
