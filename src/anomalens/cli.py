@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--labelled-per-type", type=int, help="defect datasets: annotated anomalies per type")
     train.add_argument("--anomalies-only", action="store_const", const=True, help="defect datasets: D* scenario")
     train.add_argument("--image-size", type=int, help="defect datasets: resize images and masks")
+    train.add_argument("--architecture", choices=["small", "resnet"], help="aexad: autoencoder architecture")
+    train.add_argument("--trunk-weights", help="aexad resnet: local ResNet-18 ImageNet weights (.pth/.safetensors)")
     train.add_argument("--colored", action="store_const", const=True, help="use the 7-colour variant")
     train.add_argument("--net", help="mnist, colored_mnist, fmnist, cifar or wrn (default: by image size)")
     train.add_argument("--focal-gamma", type=float)

@@ -44,6 +44,8 @@ class TrainJob:
     labelled_per_type: int = 3  # defect datasets: annotated anomalies per defect type moved to training
     anomalies_only: bool = False  # defect datasets: AE-XAD's D* scenario, no normal training images
     image_size: int | None = None  # defect datasets: resize images and masks
+    architecture: str = "small"  # aexad: "small" conv autoencoder or "resnet" (paper sec. 5.1)
+    trunk_weights: str | None = None  # aexad resnet: local torchvision-named ResNet-18 ImageNet weights
     net: str | None = None  # LeNet profile (mnist, colored_mnist, fmnist, cifar) or wrn; default by size
     focal_gamma: float = 2.0
     epochs: int = 20
@@ -75,7 +77,7 @@ def _normal_rule(normal: str | int) -> str | list[str]:
 
 def build_detector(job: TrainJob, image_shape: tuple[int, int, int]) -> Detector:
     if job.detector == "aexad":
-        return AEXAD(image_shape)
+        return AEXAD(image_shape, architecture=job.architecture, trunk_weights=job.trunk_weights)
     params = {"gamma": job.focal_gamma} if job.detector == "focal" else {}
     return OEDetector(job.detector, image_shape, job.net, **params)
 
