@@ -19,7 +19,8 @@ EXAMPLES = {
              "--epochs 20 --out runs/x\n  anomalens train config.yaml --out runs/y\n"
              "  anomalens train --dataset mnist --colored --normal 'red or one' --detector supervised "
              "--known-anomalies blue --out runs/bias\n"
-             "  anomalens train --dataset synthetic_defects/stripes --detector aexad --epochs 30 --out runs/aexad",
+             "  anomalens train --dataset synthetic_defects/stripes --detector aexad --epochs 30 --batch-size 32 "
+             "--out runs/aexad",
     "explain": "examples:\n  anomalens explain runs/aexad\n  anomalens explain runs/x --method gradient_x_input",
     "demo": "examples:\n  anomalens demo\n  anomalens demo --out runs/my-demo --seed 3",
 }
