@@ -76,8 +76,11 @@ def save_training_state(folder: Path, epoch: int, detector, optimizer, generator
     save_checkpoint(folder, epoch, tensors, {"optimizer": optim_meta, "history": history})
 
 
-def resume_training_state(folder: Path, detector, optimizer, generator: torch.Generator) -> tuple[int, list]:
-    found = last_checkpoint(folder)
+def resume_training_state(folder: Path, detector, optimizer, generator: torch.Generator,
+                          found: tuple | None = None) -> tuple[int, list]:
+    """Restore weights, optimizer and random stream from the newest complete checkpoint in ``folder``
+    (or from ``found``, a ``last_checkpoint`` result already read); (0, []) when there is none."""
+    found = found if found is not None else last_checkpoint(folder)
     if found is None:
         return 0, []
     epoch, tensors, meta = found
@@ -148,12 +151,13 @@ def train(detector, data: ADData, cfg: TrainConfig) -> list[dict[str, float]]:
     if cfg.channels_last:
         detector.to(memory_format=torch.channels_last)
     folder = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
-    resumable = folder is not None and last_checkpoint(folder) is not None
+    found = last_checkpoint(folder) if folder is not None else None
+    resumable = found is not None
     if cfg.pretrain_epochs and not resumable:
         pretrain_autoencoder(detector, normal, cfg, generator)
     detector.init_center(normal)
     optimizer = torch.optim.Adam(detector.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start, history = resume_training_state(folder, detector, optimizer, generator) if resumable else (0, [])
+    start, history = resume_training_state(folder, detector, optimizer, generator, found) if resumable else (0, [])
     batch = min(cfg.batch_size, len(normal))
     steps = max(1, len(normal) // batch)
     if cfg.max_steps_per_epoch:
