@@ -22,9 +22,8 @@ from pathlib import Path
 
 from common import machine
 
-from anomalens.data import scenarios
 from anomalens.experiments.tables import markdown_table
-from anomalens.experiments.training_run import TrainJob, build_detector
+from anomalens.experiments.training_run import TrainJob, build_data, build_detector
 from anomalens.metrics.detection import evaluate_detector
 
 RESULTS = Path(__file__).parent / "results"
@@ -62,7 +61,7 @@ SUITES = {
 
 
 def run_one(job: TrainJob) -> dict:
-    data = scenarios.build(job.dataset, [str(job.normal)], oe=job.oe, oe_size=job.oe_size, seed=job.seed)
+    data = build_data(job)
     detector = build_detector(job, data.image_shape)
     started = time.perf_counter()
     detector.fit(data, job.train_config(None, progress=False))

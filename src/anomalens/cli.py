@@ -130,7 +130,7 @@ def _download(name: str, data_root: str | None) -> None:
         raise AnomalensError(f"{spec.name} has no official download ({spec.notes or 'built-in or manual'})")
     folder = Path(data_root or catalog.CACHE_DIR).expanduser() / (spec.folders or (spec.name,))[0].split("/")[0]
     for path in download.download_all(download.OFFICIAL_FILES[spec.name], folder):
-        if path.name.endswith((".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
+        if path.name.endswith(download.ARCHIVE_SUFFIXES):
             print(f"extracting {path.name}")
             download.extract(path, folder)
     print(f"{spec.name} is in {folder}; splits present: {catalog.available_splits(spec.name, data_root)}")

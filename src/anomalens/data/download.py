@@ -43,6 +43,7 @@ __all__ = ["OFFICIAL_FILES", "RemoteFile", "download", "download_all", "extract"
 _USER_AGENT = "anomalens-downloader/0.1 (+python urllib)"
 _RETRY_DELAY = 0.5  # seconds, multiplied by the attempt number; small because resuming is cheap
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+ARCHIVE_SUFFIXES = (".zip", *_TAR_SUFFIXES)  # what ``extract`` unpacks
 _DAMAGED = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
 _TAR_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # extra guard where available
 
@@ -391,7 +392,7 @@ def extract(archive: str | Path, target: str | Path) -> list[Path]:
     """
     archive, target = Path(archive), Path(target)
     lower = archive.name.lower()
-    if not lower.endswith((".zip", *_TAR_SUFFIXES)):
+    if not lower.endswith(ARCHIVE_SUFFIXES):
         raise DataFormatError(archive, "unsupported archive type",
                               f"extract it by hand, or provide one of .zip, {', '.join(_TAR_SUFFIXES)}")
     try:

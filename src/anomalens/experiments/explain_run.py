@@ -17,11 +17,8 @@ from anomalens.atomic import atomic_write_json, atomic_write_text
 from anomalens.config import from_dict
 from anomalens.detectors.base import Detector
 from anomalens.errors import ConfigError
-from anomalens.experiments.training_run import TrainJob, build_data
-from anomalens.explain.heatmap import METHODS, detector_heatmaps, gradient_heatmaps
-from anomalens.maps import binarize, normalise
-from anomalens.metrics.pixel import pixel_auc, threshold_metrics
-from anomalens.report.grids import save_grid
+from anomalens.experiments.training_run import TrainJob, build_data, evaluate_heatmaps
+from anomalens.explain.heatmap import METHODS
 
 EXPLAIN_METHODS = ("heatmap", *METHODS)
 
@@ -29,7 +26,7 @@ EXPLAIN_METHODS = ("heatmap", *METHODS)
 def report_section(job: TrainJob, detector: Detector, metrics: dict[str, Any], image: str) -> str:
     """The run report's heatmap section, in Markdown: what was explained, how well, and the overlays."""
     lines = [f"## Heatmaps: {detector.config().get('objective', detector.config()['detector'])} on {job.dataset}",
-             "", f"Method: {metrics['method']}; {metrics['explained']} test anomalies shown.", ""]
+             "", f"Method: {metrics['heatmap']}; {metrics['explained']} test anomalies shown.", ""]
     if "pixel_auc" in metrics:
         lines += [f"Pixel AUC: {metrics['pixel_auc']:.3f}", "", "| threshold | F1 | IoU |", "|---|---|---|"]
         lines += [f"| mean + {a[2:]} std | {v['pixel_f1']:.3f} | {v['pixel_iou']:.3f} |"
@@ -48,24 +45,11 @@ def explain_run(run_dir: str | Path, method: str = "heatmap", shown: int = 12, l
     job = from_dict(TrainJob, yaml.safe_load((run_dir / "config.yaml").read_text()), str(run_dir / "config.yaml"))
     detector = Detector.load(run_dir / "detector.safetensors")
     data = build_data(job)
-    anomalous = (data.test_y == 1).nonzero().flatten()[:shown]
-    x = data.test_x[anomalous]
-    heat = detector_heatmaps(detector, x) if method == "heatmap" else gradient_heatmaps(detector, x, method)
-    rows, captions = [x], ["anomaly"]
-    metrics: dict[str, Any] = {"method": heat.method, "explained": len(x)}
-    if data.test_masks is not None:
-        rows.append(data.test_masks[anomalous][:, None])
-        captions.append("ground truth")
-        every = detector_heatmaps(detector, data.test_x) if method == "heatmap" else \
-            gradient_heatmaps(detector, data.test_x, method)
-        metrics["pixel_auc"] = pixel_auc(data.test_masks, every.maps)
-        metrics["thresholds"] = threshold_metrics(data.test_masks, every.maps)
-    rows += [normalise(heat.maps)[:, None], binarize(heat.maps)[:, None]]
-    captions += ["heatmap", "binary map"]
     out = run_dir / "explain" / method
-    grid = save_grid(out / "overlays.png", rows, captions)
+    grid = out / "overlays.png"
+    metrics = evaluate_heatmaps(detector, data, grid, shown, method)
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_text(out / "report.md", report_section(job, detector, metrics, grid.name))
-    log(f"{method}: {len(x)} anomalies explained -> {grid}"
+    log(f"{method}: {metrics['explained']} anomalies explained -> {grid}"
         + (f"; pixel AUC {metrics['pixel_auc']:.3f}" if "pixel_auc" in metrics else ""))
     return metrics

@@ -20,7 +20,7 @@ from anomalens.detectors.base import Detector
 from anomalens.detectors.oe import OEDetector
 from anomalens.detectors.training import TrainConfig
 from anomalens.emissions import EmissionsMeter, tradeoff
-from anomalens.explain.heatmap import detector_heatmaps
+from anomalens.explain.heatmap import explain_heatmaps
 from anomalens.maps import binarize, normalise
 from anomalens.metrics.detection import evaluate_detector, roc_curve
 from anomalens.metrics.pixel import pixel_auc, threshold_metrics
@@ -96,17 +96,24 @@ def build_data(job: TrainJob) -> ADData:
                            seed=job.seed, data_root=job.data_root)
 
 
-def evaluate_heatmaps(detector: Detector, data: ADData, images: Path, shown: int = 8) -> dict[str, Any]:
-    """Pixel metrics of the detector's heatmaps on the test set, and an overlay grid of anomalies."""
-    heat = detector_heatmaps(detector, data.test_x)
-    metrics: dict[str, Any] = {"pixel_auc": pixel_auc(data.test_masks, heat.maps), "heatmap": heat.method}
-    table = threshold_metrics(data.test_masks, heat.maps)
-    metrics.update(pixel_f1=table["a=1"]["pixel_f1"], pixel_iou=table["a=1"]["pixel_iou"], thresholds=table)
+def evaluate_heatmaps(detector: Detector, data: ADData, grid: Path, shown: int = 8,
+                      method: str = "heatmap") -> dict[str, Any]:
+    """An overlay grid of the first ``shown`` test anomalies (image, ground truth when known, heatmap,
+    binary map) and, with ground-truth masks, the pixel metrics of the heatmaps on the whole test set."""
     anomalous = (data.test_y == 1).nonzero().flatten()[:shown]
-    maps = normalise(heat.maps[anomalous])
-    rows = [data.test_x[anomalous], data.test_masks[anomalous][:, None], maps[:, None],
-            binarize(heat.maps[anomalous])[:, None]]
-    save_grid(images / "heatmaps.png", rows, ["image", "ground truth", "heatmap", "binary map"])
+    masks = data.test_masks
+    heat = explain_heatmaps(detector, data.test_x if masks is not None else data.test_x[anomalous], method)
+    maps = heat.maps[anomalous] if masks is not None else heat.maps
+    metrics: dict[str, Any] = {"heatmap": heat.method, "explained": len(anomalous)}
+    rows, captions = [data.test_x[anomalous]], ["anomaly"]
+    if masks is not None:
+        table = threshold_metrics(masks, heat.maps)
+        metrics.update(pixel_auc=pixel_auc(masks, heat.maps), pixel_f1=table["a=1"]["pixel_f1"],
+                       pixel_iou=table["a=1"]["pixel_iou"], thresholds=table)
+        rows.append(masks[anomalous][:, None])
+        captions.append("ground truth")
+    rows += [normalise(maps)[:, None], binarize(maps)[:, None]]
+    save_grid(grid, rows, [*captions, "heatmap", "binary map"])
     return metrics
 
 
@@ -127,7 +134,7 @@ def run_training(job: TrainJob, out: str | Path, log=print, progress: bool = Tru
             train_seconds = time.perf_counter() - started
             metrics = evaluate_detector(detector, data.test_x, data.test_y)
             if data.test_masks is not None:
-                metrics.update(evaluate_heatmaps(detector, data, run.path / "images"))
+                metrics.update(evaluate_heatmaps(detector, data, run.path / "images" / "heatmaps.png"))
     except KeyboardInterrupt:
         run.finish("interrupted")
         log(f"interrupted: run the same command again to resume from {run.path / 'checkpoints'}")

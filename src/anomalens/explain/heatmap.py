@@ -60,3 +60,8 @@ def detector_heatmaps(detector, x: Tensor, batch_size: int = 64) -> Heatmaps:
     finally:
         detector.train(was_training)
     return Heatmaps(maps.float(), scores, "anomaly_map")
+
+
+def explain_heatmaps(detector, x: Tensor, method: str = "heatmap") -> Heatmaps:
+    """``heatmap``: the detector's own map (gradient if it has none); or a named gradient method."""
+    return detector_heatmaps(detector, x) if method == "heatmap" else gradient_heatmaps(detector, x, method)
