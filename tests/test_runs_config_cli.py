@@ -146,13 +146,43 @@ def test_cli_errors_are_one_clear_line(tmp_path: Path, capsys, monkeypatch) -> N
 
 
 def test_demo_writes_a_complete_run(tmp_path: Path, capsys) -> None:
-    assert cli.main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    assert cli.main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert 0.5 < metrics["pixel_knn"]["ad_auroc"] <= 1.0  # a real detector score, better than chance
+    assert metrics["bce"]["ad_auroc"] > 0.6
     assert metrics["data"]["train_oe"] == 1024 and "AuROC" in out
+    cf = metrics["counterfactual"]
+    assert 0 <= cf["oracle_validity"] <= 1 and 0 <= cf["concept_acc"] <= 1 and 0 <= cf["cf_auroc"] <= 1
+    assert cf["fid_features"].startswith("classifier:") and 0 <= cf["sub_auroc"] <= 1
+    assert set(cf["oracle_factor_changes"]["concept_1"]) == {"label", "colour"}
     assert (tmp_path / "demo" / "images" / "samples.png").stat().st_size > 1000
-    assert json.loads((tmp_path / "demo" / "run.json").read_text())["status"] == "completed"
+    explained = tmp_path / "demo" / "detector" / "explain" / "counterfactual"
+    for name in ("report.html", "counterfactuals.png", "explainer.safetensors", "oracle.safetensors",
+                 "images/losses.png", "metrics.json"):
+        assert (explained / name).is_file(), name
+    assert "report.html" in out and json.loads((tmp_path / "demo" / "run.json").read_text())["status"] == "completed"
+    html = (explained / "report.html").read_text()
+    assert "cf_auroc" in html and "data:image/png;base64," in html
+
+    # the trained explainer on the user's own images (a folder of PNGs of another size)
+    from PIL import Image
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (40, 40), (0, 200 * (i % 2), 200)).save(folder / f"{i}.png")
+    assert cli.main(["explain", str(tmp_path / "demo" / "detector"), "--method", "counterfactual",
+                     "--images", str(folder)]) == 0
+    scores = json.loads((explained / "images_mine" / "scores.json").read_text())
+    assert len(scores["input_scores"]) == 3 and len(scores["counterfactual_scores"][0]) == 2
+
+    # a detector file from elsewhere becomes a run folder that explain works on
+    assert cli.main(["explain", "--detector", str(tmp_path / "demo" / "detector" / "detector.safetensors"),
+                     "--dataset", "colored_glyphs", "--normal", "red or one", "--out", str(tmp_path / "ext"),
+                     "--method", "gradient"]) == 0
+    assert (tmp_path / "ext" / "explain" / "gradient" / "overlays.png").is_file()
+    assert cli.main(["explain", "--method", "counterfactual"]) == 2  # neither RUN_DIR nor --detector
 
 
 def test_cli_train_writes_run_and_resumes(tmp_path: Path, capsys) -> None:

@@ -21,7 +21,11 @@ EXAMPLES = {
              "--known-anomalies blue --out runs/bias\n"
              "  anomalens train --dataset synthetic_defects/stripes --detector aexad --epochs 30 --batch-size 32 "
              "--out runs/aexad",
-    "explain": "examples:\n  anomalens explain runs/aexad\n  anomalens explain runs/x --method gradient_x_input",
+    "explain": "examples:\n  anomalens explain runs/aexad\n  anomalens explain runs/x --method gradient_x_input\n"
+               "  anomalens explain runs/x --method counterfactual --minutes 15\n"
+               "  anomalens explain runs/x --method counterfactual --images my_photos/\n"
+               "  anomalens explain --detector det.safetensors --dataset mnist --normal 7 --oe kmnist "
+               "--method counterfactual --out runs/ce",
     "demo": "examples:\n  anomalens demo\n  anomalens demo --out runs/my-demo --seed 3",
 }
 
@@ -86,14 +90,40 @@ def _parser() -> argparse.ArgumentParser:
 
     explain = commands.add_parser("explain", help="explain the test anomalies of a training run",
                                   formatter_class=fmt, epilog=EXAMPLES["explain"])
-    explain.add_argument("run_dir", help="folder of a finished `anomalens train` run")
-    explain.add_argument("--method", default="heatmap", choices=["heatmap", "gradient", "gradient_x_input"],
-                         help="heatmap: the detector's own map (FCDD, AE-XAD) or its input gradient")
+    explain.add_argument("run_dir", nargs="?", help="folder of a finished `anomalens train` run")
+    explain.add_argument("--method", default="heatmap",
+                         choices=["heatmap", "gradient", "gradient_x_input", "counterfactual"],
+                         help="heatmap: the detector's own map (FCDD, AE-XAD) or its input gradient; "
+                              "counterfactual: train the concept-disentangled GAN explainer")
+    explain.add_argument("--images", help="counterfactual: explain the images of this folder with the trained "
+                                          "explainer (one sub-folder per class, or images directly)")
+    explain.add_argument("--detector", help="a detector file, instead of RUN_DIR (with --dataset, --normal, --out)")
+    explain.add_argument("--dataset")
+    explain.add_argument("--normal", help="normal class(es) or rule, as for `anomalens train`")
+    explain.add_argument("--oe", help="Outlier-Exposure set the explainer trains on, e.g. kmnist")
+    explain.add_argument("--colored", action="store_true", help="the 7-colour variant of --dataset")
+    explain.add_argument("--out", help="run folder to create for --detector")
+    ce = explain.add_argument_group("counterfactual explainer (defaults: the CPU recipe, see README)")
+    ce.add_argument("--recipe", default="cpu", help="cpu (measured on 2 CPU cores) or paper (appendix E.1)")
+    ce.add_argument("--profile", help="network widths: tiny, cpu or paper")
+    ce.add_argument("--steps", type=int)
+    ce.add_argument("--minutes", type=float, help="stop training after this long (checkpointed; rerun resumes)")
+    ce.add_argument("--concepts", type=int)
+    for name in ("lambda_gan", "lambda_phi", "lambda_rec", "lambda_r", "lr", "phi_noise"):
+        ce.add_argument("--" + name.replace("_", "-"), type=float)
+    ce.add_argument("--d-every", type=int, help="update the discriminator every n-th step")
+    ce.add_argument("--conditional-d", action=argparse.BooleanOptionalAction, default=None)
+    ce.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None)
+    ce.add_argument("--seed", type=int)
+    ce.add_argument("--fid-features", help="Inception-v3 weights file for FID (default: $ANOMALENS_INCEPTION_WEIGHTS, "
+                                           "else the oracle's features)")
+    ce.add_argument("--no-sub-auroc", action="store_true", help="skip retraining the detector on counterfactuals")
 
     demo = commands.add_parser("demo", help="run the offline pipeline on the built-in glyphs",
                                formatter_class=fmt, epilog=EXAMPLES["demo"])
     demo.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--quick", action="store_true", help="a smoke run in under a minute; its numbers mean nothing")
     return parser
 
 
@@ -147,19 +177,44 @@ def _train(args: argparse.Namespace) -> None:
     run_training(job, args.out)
 
 
+def _explain(args: argparse.Namespace) -> None:
+    run_dir = args.run_dir
+    if args.detector:
+        from anomalens.experiments.counterfactual_run import run_from_detector
+
+        if not (args.dataset and args.normal and args.out):
+            raise AnomalensError("--detector needs --dataset, --normal and --out (the run folder to create)")
+        run_dir = run_from_detector(args.detector, args.out, args.dataset, args.normal, args.oe, args.colored)
+    if run_dir is None:
+        raise AnomalensError("pass RUN_DIR (a finished `anomalens train` run) or --detector FILE")
+    if args.method != "counterfactual":
+        from anomalens.experiments.explain_run import explain_run
+
+        explain_run(run_dir, args.method)
+        return
+    from anomalens.experiments.counterfactual_run import explain_counterfactuals, explain_images
+    from anomalens.explain.counterfactual import CEConfig
+
+    if args.images:
+        explain_images(run_dir, args.images)
+        return
+    keys = ("profile", "steps", "minutes", "concepts", "lambda_gan", "lambda_phi", "lambda_rec", "lambda_r", "lr",
+            "phi_noise", "d_every", "conditional_d", "bf16", "seed")
+    cfg = CEConfig.recipe(args.recipe, **{k: getattr(args, k) for k in keys if getattr(args, k) is not None})
+    explain_counterfactuals(run_dir, cfg, fid_features=args.fid_features, with_sub_auroc=not args.no_sub_auroc)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "train":
             _train(args)
         elif args.command == "explain":
-            from anomalens.experiments.explain_run import explain_run
-
-            explain_run(args.run_dir, args.method)
+            _explain(args)
         elif args.command == "demo":
             from anomalens.demo import DemoConfig, run_demo
 
-            run_demo(args.out, DemoConfig(seed=args.seed))
+            run_demo(args.out, DemoConfig(seed=args.seed, quick=args.quick))
         elif args.data_command == "list":
             from anomalens.data.catalog import catalog_rows
 

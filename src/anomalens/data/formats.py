@@ -254,6 +254,16 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
+def read_flat_or_class_folder(root: str | Path, mode: str | None = None,
+                              size: tuple[int, int] | None = None) -> np.ndarray:
+    """The images of a folder that holds them directly, or in one sub-folder per class."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataFormatError(root, "is not a folder", "pass a folder of images")
+    files = _image_files(root)
+    return read_images(files, mode, size) if files else read_image_folder(root, mode, size)[0]
+
+
 def read_image_folder(root: str | Path, mode: str | None = None, size: tuple[int, int] | None = None
                       ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """A folder with one sub-folder per class -> images, labels, class names (sorted folder names)."""

@@ -51,25 +51,26 @@ class TrainConfig:
         return self.lr * self.lr_gamma ** sum(epoch >= m for m in self.milestones)
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Adam's state as flat tensors (for safetensors) plus the JSON-able rest."""
+def optimizer_state(optimizer: torch.optim.Optimizer, prefix: str = "optim") -> tuple[dict[str, torch.Tensor], dict]:
+    """Adam's state as flat tensors named ``prefix.i.name`` (for safetensors) plus the JSON-able rest."""
     state = optimizer.state_dict()
-    tensors = {f"optim.{i}.{k}": v for i, s in state["state"].items() for k, v in s.items()
+    tensors = {f"{prefix}.{i}.{k}": v for i, s in state["state"].items() for k, v in s.items()
                if isinstance(v, torch.Tensor)}
     return tensors, {"param_groups": state["param_groups"]}
 
 
-def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict,
+                      prefix: str = "optim") -> None:
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, index, name = key.split(".", 2)
+        if key.startswith(prefix + "."):
+            _, index, name = key.rsplit(".", 2)
             state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
 def save_training_state(folder: Path, epoch: int, detector, optimizer, generator: torch.Generator, history) -> None:
-    optim_tensors, optim_meta = _optimizer_tensors(optimizer)
+    optim_tensors, optim_meta = optimizer_state(optimizer)
     tensors = {f"model.{k}": v for k, v in detector.state_dict().items()}
     tensors.update(optim_tensors)
     tensors["rng"] = generator.get_state()
@@ -85,7 +86,7 @@ def resume_training_state(folder: Path, detector, optimizer, generator: torch.Ge
         return 0, []
     epoch, tensors, meta = found
     detector.load_weights({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, folder)
-    _restore_optimizer(optimizer, tensors, meta["optimizer"])
+    restore_optimizer(optimizer, tensors, meta["optimizer"])
     generator.set_state(tensors["rng"])
     return epoch, meta.get("history", [])
 

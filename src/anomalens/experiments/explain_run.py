@@ -15,6 +15,7 @@ import yaml
 
 from anomalens.atomic import atomic_write_json, atomic_write_text
 from anomalens.config import from_dict
+from anomalens.data.addata import ADData
 from anomalens.detectors.base import Detector
 from anomalens.errors import ConfigError
 from anomalens.experiments.training_run import TrainJob, build_data, evaluate_heatmaps
@@ -34,17 +35,22 @@ def report_section(job: TrainJob, detector: Detector, metrics: dict[str, Any], i
     return "\n".join([*lines, "", f"![overlays]({image})", ""])
 
 
+def load_run(run_dir: str | Path) -> tuple[TrainJob, Detector, ADData]:
+    """The job, trained detector and task of a finished ``anomalens train`` run folder."""
+    run_dir = Path(run_dir)
+    for needed in ("config.yaml", "detector.safetensors"):
+        if not (run_dir / needed).is_file():
+            raise ConfigError(f"{run_dir / needed} is missing: pass the folder of a finished `anomalens train` run")
+    job = from_dict(TrainJob, yaml.safe_load((run_dir / "config.yaml").read_text()), str(run_dir / "config.yaml"))
+    return job, Detector.load(run_dir / "detector.safetensors"), build_data(job)
+
+
 def explain_run(run_dir: str | Path, method: str = "heatmap", shown: int = 12, log=print) -> dict[str, Any]:
     """Write overlays (image, ground truth when known, heatmap, binary map) and metrics for a run."""
     run_dir = Path(run_dir)
     if method not in EXPLAIN_METHODS:
         raise ConfigError(f"unknown explanation method {method!r}; known: {', '.join(EXPLAIN_METHODS)}")
-    for needed in ("config.yaml", "detector.safetensors"):
-        if not (run_dir / needed).is_file():
-            raise ConfigError(f"{run_dir / needed} is missing: pass the folder of a finished `anomalens train` run")
-    job = from_dict(TrainJob, yaml.safe_load((run_dir / "config.yaml").read_text()), str(run_dir / "config.yaml"))
-    detector = Detector.load(run_dir / "detector.safetensors")
-    data = build_data(job)
+    job, detector, data = load_run(run_dir)
     out = run_dir / "explain" / method
     grid = out / "overlays.png"
     metrics = evaluate_heatmaps(detector, data, grid, shown, method)

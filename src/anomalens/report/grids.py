@@ -14,15 +14,17 @@ from anomalens.atomic import atomic_write_bytes
 
 
 def image_grid(rows: Sequence[torch.Tensor], captions: Sequence[str] | None = None, scale: int = 3,
-               pad: int = 2, caption_width: int = 110) -> Image.Image:
+               pad: int = 2, caption_width: int = 110, labels: Sequence[Sequence[str]] | None = None) -> Image.Image:
     """A PIL image with one row per tensor (N, C, H, W) in [0, 1]; grayscale rows are shown gray.
 
     Rows may differ in length; every image is enlarged ``scale`` times (nearest) so pixels stay visible.
+    ``labels[r][c]`` is a short text printed under image c of row r (e.g. the detector's score).
     """
     if not rows:
         raise ValueError("image_grid needs at least one row")
     h, w = rows[0].shape[-2:]
-    cell_h, cell_w = h * scale + pad, w * scale + pad
+    label_h = 12 if labels else 0
+    cell_h, cell_w = h * scale + pad + label_h, w * scale + pad
     left = caption_width if captions else 0
     width = left + max(len(r) for r in rows) * cell_w + pad
     canvas = Image.new("RGB", (width, len(rows) * cell_h + pad), (255, 255, 255))
@@ -36,6 +38,8 @@ def image_grid(rows: Sequence[torch.Tensor], captions: Sequence[str] | None = No
         for c, img in enumerate(pixels.permute(0, 2, 3, 1).numpy()):
             tile = Image.fromarray(np.ascontiguousarray(img)).resize((w * scale, h * scale), Image.NEAREST)
             canvas.paste(tile, (left + pad + c * cell_w, pad + r * cell_h))
+            if labels and r < len(labels) and c < len(labels[r]):
+                draw.text((left + pad + c * cell_w + 1, pad + r * cell_h + h * scale), labels[r][c], fill=(0, 0, 0))
         if captions:
             draw.text((4, pad + r * cell_h + cell_h // 2 - 6), captions[r], fill=(0, 0, 0))
     return canvas

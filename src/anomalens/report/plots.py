@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import math
+import numbers
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -57,3 +59,38 @@ def line_plot(path: str | Path, x: Sequence[float], series: dict[str, Sequence[f
     ax.grid(alpha=0.3)
     ax.legend()
     return save_figure(fig, path)
+
+
+def loss_curves(path: str | Path, history: Sequence[Mapping[str, float]], x_key: str = "step",
+                title: str = "") -> Path:
+    """One line per logged number against ``x_key``, to see at a glance whether training converged or diverged.
+
+    Losses are often logged at different intervals, so each line is drawn from the entries that have it;
+    non-numeric and non-finite values are skipped. The y axis is logarithmic when every value is positive,
+    because GAN and reconstruction losses span decades. Entries without ``x_key`` use their index.
+    """
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for index, entry in enumerate(history):
+        x = entry.get(x_key, index)
+        x = float(x) if _is_finite_number(x) else float(index)
+        for key, value in entry.items():
+            if key != x_key and _is_finite_number(value):
+                xs, ys = series.setdefault(key, ([], []))
+                xs.append(x)
+                ys.append(float(value))
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for key, (xs, ys) in series.items():
+        ax.plot(xs, ys, lw=1.5, marker="o" if len(xs) == 1 else None, ms=3, label=key)
+    if series:
+        if all(y > 0 for _, ys in series.values() for y in ys):
+            ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no numeric values logged", ha="center", va="center", transform=ax.transAxes)
+    ax.set(xlabel=x_key, ylabel="value", title=title)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def _is_finite_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

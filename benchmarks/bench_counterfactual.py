@@ -1,0 +1,130 @@
+"""Counterfactual-explanation benchmarks (CE paper, section 4 and appendix G), on this machine's CPU.
+
+Usage (each writes benchmarks/results/counterfactual_<suite>.json and .md; finished runs are skipped,
+interrupted ones resume):
+  python benchmarks/bench_counterfactual.py cmnist     # Colored-MNIST, normal = red or one, BCE, coloured KMNIST OE
+  python benchmarks/bench_counterfactual.py mnist      # MNIST one-vs-rest, BCE and HSC, KMNIST OE
+  python benchmarks/bench_counterfactual.py bias       # section 4.4: supervised on blue anomalies vs BCE with OE
+Options: --classes 7,0 --detectors bce --minutes 12 --steps 1800 --root runs/bench_ce
+
+Each scenario: train the detector (the detection benchmark's CPU recipe), train the explainer with the
+``cpu`` recipe for at most --minutes, evaluate every metric of appendix D plus oracle validity (an
+independent label classifier, shared per dataset). Needs ANOMALENS_DATA pointing at shared/data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+from common import machine
+
+from anomalens.data.scenarios import COLOUR_NAMES
+from anomalens.experiments.counterfactual_run import explain_counterfactuals
+from anomalens.experiments.explain_run import load_run
+from anomalens.experiments.paper_figures import paper_figures
+from anomalens.experiments.training_run import TrainJob, run_training
+from anomalens.explain.counterfactual import CEConfig, CounterfactualExplainer
+from anomalens.metrics import counterfactual as cfm
+from anomalens.metrics.oracle import LabelClassifier
+
+RESULTS = Path(__file__).parent / "results"
+MNIST = TrainJob(dataset="mnist", oe="kmnist", epochs=20, lr=1e-3, milestones=(15,))
+CMNIST = TrainJob(dataset="mnist", colored=True, normal="red or one", oe="kmnist", net="colored_mnist", epochs=15,
+                  lr=1e-3, milestones=(12,), bf16=True)
+SUITES = {
+    "cmnist": [("cmnist_bce", {**vars(CMNIST), "detector": "bce"})],
+    "mnist": [(f"mnist_{c}_{d}", {**vars(MNIST), "normal": str(c), "detector": d})
+              for c in (7, 0, 3, 9) for d in ("bce", "hsc")],
+    "bias": [("cmnist_bce", {**vars(CMNIST), "detector": "bce"}),
+             ("cmnist_supervised_blue", {**vars(CMNIST), "detector": "supervised", "oe": None,
+                                         "known_anomalies": "blue"})],
+}
+KEYS = ("ad_auroc", "score_distance", "cf_auroc", "sub_auroc", "fid_n", "concept_acc", "oracle_validity",
+        "oracle_validity_all", "train_seconds", "seconds_per_step", "steps")
+
+
+def non_blue_validity(run_dir: Path, oracle_path: Path) -> float:
+    """Oracle validity on the detected anomalies that are *not* blue (section 4.4's question: do the
+    counterfactuals still look normal where the supervised classifier saw no training anomalies?)."""
+    job, detector, data = load_run(run_dir)
+    explainer = CounterfactualExplainer.load(run_dir / "explain" / "counterfactual" / "explainer.safetensors")
+    blue = COLOUR_NAMES.index("blue")
+    keep = (data.test_y == 1) & (data.test_attrs["colour"] != blue)
+    anomalies = data.test_x[keep][:2000]
+    result = explainer.explain(anomalies, detector)
+    detected = result.input_scores >= 0.5
+    is_normal = cfm.normal_predicate(job.normal, [str(i) for i in range(10)])
+    oracle = LabelClassifier.load(oracle_path)
+    return cfm.oracle_validity(oracle, anomalies[detected], result.images[detected], is_normal)["oracle_validity"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("suite", choices=sorted(SUITES))
+    parser.add_argument("--classes", help="mnist: normal classes, e.g. 7,0")
+    parser.add_argument("--detectors", help="mnist: e.g. bce,hsc")
+    parser.add_argument("--minutes", type=float, default=12.0, help="explainer time budget per scenario")
+    parser.add_argument("--steps", type=int, help="explainer steps (default: the cpu recipe's)")
+    parser.add_argument("--root", default="runs/bench_ce", help="where the run folders go")
+    args = parser.parse_args()
+    root = Path(args.root)
+    scenarios = SUITES[args.suite]
+    if args.classes:
+        scenarios = [s for s in scenarios if s[1]["normal"] in args.classes.split(",")]
+    if args.detectors:
+        scenarios = [s for s in scenarios if s[1]["detector"] in args.detectors.split(",")]
+    results: dict[str, dict] = {}
+    out_json = RESULTS / f"counterfactual_{args.suite}.json"
+    if out_json.exists():
+        results = json.loads(out_json.read_text()).get("scenarios", {})
+    for name, job_dict in scenarios:
+        run_dir = root / name
+        job = TrainJob(**{**job_dict, "milestones": tuple(job_dict["milestones"])})
+        trained = run_dir / "metrics.json"
+        if not trained.exists() or "ad_auroc" not in json.loads(trained.read_text()):
+            run_training(job, run_dir, progress=False)
+        if (run_dir / "explain" / "counterfactual" / "report.html").exists() and name in results:
+            print(f"{name}: done, skipped")
+            continue
+        overrides = {"minutes": args.minutes, **({"steps": args.steps} if args.steps else {})}
+        oracle = root / f"oracle_{job.dataset}{'_colored' if job.colored else ''}.safetensors"
+        started = time.perf_counter()
+        metrics = explain_counterfactuals(run_dir, CEConfig.recipe("cpu", **overrides), oracle_path=oracle)
+        row = {k: metrics.get(k) for k in KEYS}
+        row.update(oracle_factor_changes=metrics.get("oracle_factor_changes"), fid_features=metrics.get("fid_features"),
+                   cf_scores=metrics["scores"]["counterfactuals"], wall_seconds=time.perf_counter() - started,
+                   paper=paper_figures(job.dataset, job.colored, job.detector, job.normal))
+        if args.suite == "bias":
+            row["oracle_validity_non_blue"] = non_blue_validity(run_dir, oracle)
+        grid = RESULTS / f"counterfactual_{name}.png"
+        shutil.copyfile(run_dir / "explain" / "counterfactual" / "counterfactuals.png", grid)
+        results[name] = row
+        _write(args.suite, results)
+        print(f"{name}: " + ", ".join(f"{k} {row[k]:.3f}" for k in KEYS[:8] if row.get(k) is not None))
+
+
+def _write(suite: str, results: dict[str, dict]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    payload = {"date": str(date.today()), "machine": machine(), "threads": torch.get_num_threads(),
+               "command": f"python benchmarks/bench_counterfactual.py {suite}", "scenarios": results}
+    (RESULTS / f"counterfactual_{suite}.json").write_text(json.dumps(payload, indent=2))
+    cols = ("ad_auroc", "cf_auroc", "concept_acc", "sub_auroc", "fid_n", "oracle_validity", "train_seconds")
+    lines = [f"# Counterfactual benchmark: {suite}", "", f"{date.today()}, {machine()}", "",
+             "| scenario | " + " | ".join(cols) + " | paper (cf / concept / sub) |",
+             "|---" * (len(cols) + 2) + "|"]
+    for name, row in results.items():
+        paper = row.get("paper") or {}
+        cells = [f"{row[c]:.3f}" if isinstance(row.get(c), float) else "—" for c in cols]
+        ref = " / ".join(f"{paper[k]:.2f}" for k in ("cf_auroc", "concept_acc", "sub_auroc")) if paper else "—"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ref} |")
+    (RESULTS / f"counterfactual_{suite}.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""``anomalens explain RUN_DIR --method counterfactual``: train the counterfactual explainer for a
+trained detector run, evaluate it, and write ``RUN_DIR/explain/counterfactual/``:
+
+``explainer.safetensors``, ``metrics.json``, ``counterfactuals.png`` (first row anomalies, one row
+per concept, the detector's score under each image), ``images/losses.png``, ``images/scores.png``,
+``samples/`` (grids during training), ``oracle.safetensors`` and ``report.html``.
+
+The oracle is a label classifier trained here on the dataset's own training labels (digit; digit
+and colour for coloured data); the explainer never sees it. FID uses Inception-v3 when a local
+weights file is given, else the oracle's features (the metrics say which).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from anomalens.atomic import atomic_write_json
+from anomalens.data import catalog
+from anomalens.data.addata import ADData
+from anomalens.data.formats import read_flat_or_class_folder
+from anomalens.data.images import to_tensor
+from anomalens.data.scenarios import colored_variant
+from anomalens.detectors.base import Detector
+from anomalens.errors import ConfigError
+from anomalens.experiments.explain_run import load_run
+from anomalens.experiments.paper_figures import paper_figures
+from anomalens.experiments.training_run import TrainJob, _normal_rule, build_detector
+from anomalens.explain.counterfactual import CEConfig, CounterfactualExplainer, sample_grid
+from anomalens.explain.counterfactual_training import anomaly_pool
+from anomalens.metrics import counterfactual as cfm
+from anomalens.metrics.detection import evaluate_detector
+from anomalens.metrics.features import feature_extractor, fid_n
+from anomalens.metrics.oracle import LabelClassifier, train_oracle
+from anomalens.report.html import Report
+from anomalens.report.plots import loss_curves, score_histogram
+from anomalens.runs import Run
+
+SHOWN = 12
+
+
+def label_oracle(job: TrainJob, path: Path, epochs: int = 3, limit: int | None = None,
+                 log=print) -> LabelClassifier | None:
+    """The oracle for the run's dataset, trained once (on at most ``limit`` images) and cached at
+    ``path``; None when the dataset has no class labels (defect datasets)."""
+    if path.is_file():
+        return LabelClassifier.load(path)
+    if catalog.get_spec(job.dataset).kind == "defects":
+        return None
+    train = catalog.load(job.dataset, "train", job.data_root)
+    if job.colored:
+        train = colored_variant(train, job.seed + 7)
+    if limit is not None and limit < len(train):
+        train = train.subset(np.random.default_rng(job.seed).choice(len(train), limit, replace=False))
+    targets = {"label": torch.from_numpy(train.labels.copy())}
+    heads = {"label": len(train.class_names)}
+    if "colour" in train.attrs:
+        targets["colour"] = torch.from_numpy(train.attrs["colour"].astype("int64"))
+        heads["colour"] = int(targets["colour"].max()) + 1
+    log(f"training the oracle ({', '.join(heads)}) on {len(train)} labelled {job.dataset} images")
+    oracle = train_oracle(to_tensor(train.images), targets, tuple(to_tensor(train.images[:1]).shape[1:]),
+                          epochs=epochs, seed=job.seed + 11, heads=heads)
+    oracle.save(path)
+    return oracle
+
+
+def evaluate_counterfactuals(explainer: CounterfactualExplainer, detector: Detector, data: ADData, job: TrainJob,
+                             oracle: LabelClassifier | None, fid_features: str | None = None,
+                             with_sub_auroc: bool = True, max_anomalies: int = 2000) -> dict[str, Any]:
+    """Every metric of appendix D plus oracle validity on (at most ``max_anomalies``) test anomalies."""
+    anomalies = data.test_x[data.test_y == 1][:max_anomalies]
+    normal = data.test_x[data.test_y == 0]
+    result = explainer.explain(anomalies, detector)
+    flat = result.images.flatten(0, 1)
+    metrics: dict[str, Any] = evaluate_detector(detector, data.test_x, data.test_y)
+    metrics.update(cf_auroc=cfm.cf_auroc(detector, normal, flat),
+                   concept_acc=cfm.concept_accuracy(explainer.concept, anomalies, result.images),
+                   explained=len(anomalies), evaluation_mode="eval (running batch-norm statistics)")
+    metrics["scores"] = {"normal_test": cfm.score_summary(detector.scores(normal, raw=False)),
+                         "anomalies": cfm.score_summary(result.input_scores),
+                         "counterfactuals": cfm.score_summary(result.scores.flatten())}
+    metrics["l1_change"] = (result.images - anomalies[:, None]).abs().mean().item()
+    if oracle is not None:
+        is_normal = cfm.normal_predicate(_normal_rule(job.normal), catalog.load(job.dataset, "test",
+                                                                                job.data_root).class_names)
+        # Judged on the anomalies the detector flags (bounded score >= 0.5): for an anomaly the detector
+        # already calls normal, the right counterfactual is the input itself, which the oracle rejects.
+        detected = result.input_scores >= 0.5
+        if detected.any():
+            metrics.update(cfm.oracle_validity(oracle, anomalies[detected], result.images[detected], is_normal))
+        metrics["oracle_validity_all"] = cfm.oracle_validity(oracle, anomalies, result.images,
+                                                             is_normal)["oracle_validity"]
+        metrics["oracle_judged"] = int(detected.sum())
+    extractor = feature_extractor(fid_features, fallback=oracle) if (fid_features or oracle) else None
+    if extractor is not None:
+        metrics.update(fid_n(extractor, flat, normal, anomalies))
+    if with_sub_auroc:
+        pool = anomaly_pool(data)
+        source = pool if pool is not None else data.train_normal
+        substitutes = explainer.explain(source[: len(data.train_normal)], detector).images.flatten(0, 1)
+        metrics["sub_auroc"] = cfm.sub_auroc(data, substitutes[: len(data.train_normal)],
+                                             lambda d: build_detector(job, d.image_shape).fit(
+                                                 d, job.train_config(None, progress=False)))
+    return metrics
+
+
+def _report(out: Path, job: TrainJob, detector: Detector, metrics: dict[str, Any], cfg: CEConfig) -> Path:
+    method = detector.config().get("objective", detector.config()["detector"])
+    report = Report(f"Counterfactual explanations: {method} on {job.dataset}",
+                    f"normal = {job.normal}{' (coloured)' if job.colored else ''}; OE = {job.oe}")
+    paper = paper_figures(job.dataset, job.colored, method, job.normal) or {}
+    keys = ("ad_auroc", "score_distance", "cf_auroc", "sub_auroc", "fid_n", "concept_acc", "oracle_validity")
+    targets = {"cf_auroc": "close to 0.5", "concept_acc": "close to 1", "oracle_validity": "close to 1",
+               "fid_n": "0.5-1 (paper)"}
+    report.heading("Metrics").metrics_table(
+        [{"metric": k, "ours": metrics.get(k), "paper": paper.get(k), "aim": targets.get(k, "")} for k in keys],
+        caption="paper: CE paper appendix G, mean over 4 seeds" if paper else "the paper has no matching setup")
+    if "oracle_factor_changes" in metrics:
+        report.paragraph("Which factor each concept changes (share of counterfactuals whose oracle label differs "
+                         "from the input's): " + "; ".join(
+                             f"{c}: " + ", ".join(f"{k} {v:.2f}" for k, v in f.items())
+                             for c, f in metrics["oracle_factor_changes"].items()))
+    report.paragraph(f"FID features: {metrics.get('fid_features', 'none')}. Scores are computed in eval mode.")
+    report.heading("Counterfactuals").image(out / "counterfactuals.png", "first row: anomalies; then one row per "
+                                            "concept; the detector's bounded score under each image")
+    report.image(out / "images" / "scores.png", "bounded scores: normal test samples vs counterfactuals")
+    report.heading("Training").image(out / "images" / "losses.png", "loss terms every 50 steps")
+    report.key_values({"steps": metrics.get("steps"), "train_seconds": metrics.get("train_seconds"),
+                       **{k: v for k, v in asdict(cfg).items() if k != "extra"}}, caption="explainer config")
+    return report.write(out / "report.html")
+
+
+def explain_counterfactuals(run_dir: str | Path, cfg: CEConfig | None = None, fid_features: str | None = None,
+                            with_sub_auroc: bool = True, max_anomalies: int = 2000, oracle_epochs: int = 3,
+                            oracle_limit: int | None = None, oracle_path: str | Path | None = None,
+                            log=print) -> dict[str, Any]:
+    """Train (or resume) the explainer for the run in ``run_dir``, evaluate it, write the report.
+
+    ``oracle_path`` lets several runs on one dataset share an oracle (trained there once)."""
+    cfg = cfg or CEConfig()
+    run_dir = Path(run_dir)
+    job, detector, data = load_run(run_dir)
+    out = run_dir / "explain" / "counterfactual"
+    run = Run.create(out, asdict(cfg), cfg.seed, command="anomalens explain --method counterfactual")
+    cfg.checkpoint_dir = str(out / "checkpoints")
+    explainer = CounterfactualExplainer(data.image_shape, cfg)
+    started = time.perf_counter()
+    try:
+        explainer.fit(detector, data, log)
+    except KeyboardInterrupt:
+        run.finish("interrupted")
+        raise
+    train_seconds = time.perf_counter() - started
+    explainer.save(out / "explainer.safetensors")
+    oracle = label_oracle(job, Path(oracle_path or out / "oracle.safetensors"), oracle_epochs, oracle_limit, log)
+    metrics = evaluate_counterfactuals(explainer, detector, data, job, oracle, fid_features, with_sub_auroc,
+                                       max_anomalies)
+    metrics.update(steps=explainer.step, train_seconds=train_seconds, history=explainer.history,
+                   seconds_per_step=train_seconds / max(1, explainer.step))
+    anomalies = data.test_x[data.test_y == 1][:SHOWN]
+    sample_grid(out / "counterfactuals.png", explainer, detector, anomalies)
+    loss_curves(out / "images" / "losses.png", explainer.history, title="explainer losses")
+    cf_scores = explainer.explain(data.test_x[data.test_y == 1][:max_anomalies], detector).scores.flatten()
+    normal_scores = detector.scores(data.test_x[data.test_y == 0], raw=False)
+    score_histogram(out / "images" / "scores.png", torch.cat([normal_scores, cf_scores]).numpy(),
+                    torch.cat([torch.zeros(len(normal_scores)), torch.ones(len(cf_scores))]).numpy(),
+                    "normal test (blue) vs counterfactuals (orange)", "bounded score")
+    run.write_metrics(metrics)
+    _report(out, job, detector, metrics, cfg)
+    run.finish()
+    summary = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("ad_auroc", "cf_auroc", "concept_acc", "oracle_validity",
+                                                           "sub_auroc", "fid_n") if k in metrics)
+    log(f"{summary} -> {out / 'report.html'}")
+    return metrics
+
+
+def explain_images(run_dir: str | Path, folder: str | Path, log=print) -> Path:
+    """Counterfactuals of the user's own images (an image folder) with the run's trained explainer."""
+    run_dir = Path(run_dir)
+    weights = run_dir / "explain" / "counterfactual" / "explainer.safetensors"
+    if not weights.is_file():
+        raise ConfigError(f"{weights} is missing: train the explainer first with "
+                          f"`anomalens explain {run_dir} --method counterfactual`")
+    detector = Detector.load(run_dir / "detector.safetensors")
+    explainer = CounterfactualExplainer.load(weights)
+    c, h, w = explainer.image_shape
+    x = to_tensor(read_flat_or_class_folder(folder, "L" if c == 1 else "RGB", (h, w)))
+    result = explainer.explain(x, detector)
+    out = run_dir / "explain" / "counterfactual" / f"images_{Path(folder).name}"
+    for start in range(0, len(x), SHOWN):
+        sample_grid(out / f"counterfactuals_{start // SHOWN:03d}.png", explainer, detector, x[start:start + SHOWN])
+    atomic_write_json(out / "scores.json", {"input_scores": result.input_scores.tolist(),
+                                            "counterfactual_scores": result.scores.tolist()})
+    log(f"{len(x)} images explained -> {out}")
+    return out
+
+
+def run_from_detector(detector_path: str | Path, out: str | Path, dataset: str, normal: str, oe: str | None,
+                      colored: bool = False) -> Path:
+    """A run folder for a detector file trained elsewhere: ``config.yaml`` describing its task and a copy
+    of the detector, so that ``explain`` works on it like on any ``anomalens train`` run."""
+    import shutil
+
+    import yaml
+
+    from anomalens.atomic import atomic_write_text
+
+    detector = Detector.load(detector_path)
+    config = detector.config()
+    job = TrainJob(dataset=dataset, normal=normal, oe=oe, colored=colored,
+                   detector=config.get("objective", config["detector"]))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(asdict(job), sort_keys=False))
+    if Path(detector_path).resolve() != (out / "detector.safetensors").resolve():
+        shutil.copyfile(detector_path, out / "detector.safetensors")
+    return out

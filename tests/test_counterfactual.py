@@ -1,0 +1,192 @@
+"""The counterfactual explainer: loss terms, conditioning, frozen detector, training, persistence, metrics."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from torch import nn
+
+from anomalens.data.addata import ADData
+from anomalens.detectors.oe import OEDetector
+from anomalens.explain.counterfactual import ALPHAS, CEConfig, CounterfactualExplainer, discretise
+from anomalens.explain.counterfactual_training import (
+    collapse_warnings,
+    discriminator_loss,
+    generator_losses,
+    train_explainer,
+)
+from anomalens.metrics import counterfactual as cfm
+
+SHAPE = (1, 28, 28)
+
+
+def _data(n: int = 64) -> ADData:
+    """Normal: a bright bar on the left; OE: a bright bar on the right."""
+    g = torch.Generator().manual_seed(0)
+    normal = torch.rand(n, *SHAPE, generator=g) * 0.1
+    normal[:, :, 4:24, 4:10] = 0.9
+    oe = torch.rand(n, *SHAPE, generator=g) * 0.1
+    oe[:, :, 4:24, 18:24] = 0.9
+    return ADData(train_normal=normal, train_oe=oe, test_x=torch.cat([normal[:8], oe[:8]]),
+                  test_y=torch.cat([torch.zeros(8), torch.ones(8)]).long(), name="bars")
+
+
+def _config(**kw) -> CEConfig:
+    base = dict(profile="tiny", steps=4, batch_size=8, progress=False, sample_every=0, d_every=1)
+    return CEConfig(**{**base, **kw})
+
+
+class _Identity(nn.Module):
+    def forward(self, x, condition):
+        return x
+
+
+def test_discretise_picks_nearest_level():
+    assert discretise(torch.tensor([0.0, 0.2, 0.3, 0.74, 0.9])).tolist() == [0, 0, 1, 1, 2]
+    assert ALPHAS == (0.0, 0.5, 1.0)
+
+
+def test_loss_terms_are_finite_and_reconstruction_is_zero_for_identity_generator():
+    explainer = CounterfactualExplainer(SHAPE, _config())
+    detector = OEDetector("bce", SHAPE).eval()
+    x = _data().train_normal[:8]
+    total, terms, x_bar, level = generator_losses(explainer, detector, x, torch.Generator().manual_seed(0),
+                                                  contextlib.nullcontext())
+    assert set(terms) == {"loss_g", "loss_phi", "loss_rec", "loss_cyc", "loss_con"}
+    assert all(torch.isfinite(v) for v in terms.values()) and torch.isfinite(total)
+    assert terms["loss_phi"] > 0 and terms["loss_con"] > 0
+    assert x_bar.shape == x.shape and level.shape == (8,)
+    explainer.generator = _Identity()
+    _, terms, _, _ = generator_losses(explainer, detector, x, torch.Generator().manual_seed(0),
+                                      contextlib.nullcontext())
+    assert terms["loss_rec"] == 0 and terms["loss_cyc"] == 0
+
+
+def test_hinge_loss_is_zero_when_the_discriminator_is_confident_and_positive_otherwise():
+    explainer = CounterfactualExplainer(SHAPE, _config())
+
+    class Fixed(nn.Module):
+        def forward(self, x, condition=None):
+            return torch.where(x.mean((1, 2, 3)) > 0.5, 2.0, -2.0)
+
+    explainer.discriminator = Fixed()
+    real, fake = torch.ones(4, *SHAPE), torch.zeros(4, *SHAPE)
+    level = torch.zeros(4, dtype=torch.long)
+    assert discriminator_loss(explainer, real, torch.zeros(4), fake, level, contextlib.nullcontext()) == 0
+    assert discriminator_loss(explainer, fake, torch.zeros(4), real, level, contextlib.nullcontext()) == 6
+
+
+def test_untrained_generator_is_flagged_as_collapsed_and_training_fixes_the_conditioning():
+    data = _data()
+    explainer = CounterfactualExplainer(SHAPE, _config(steps=20))
+    warnings = collapse_warnings(explainer, data.train_oe[:4])
+    assert any("concept collapse" in w for w in warnings) and any("ignores the target" in w for w in warnings)
+    detector = OEDetector("bce", SHAPE).eval()
+    explainer.fit(detector, data, log=lambda *a: None)
+    out = explainer.explain(data.train_oe[:4], detector)
+    assert out.images.shape == (4, 2, *SHAPE) and out.scores.shape == (4, 2)
+    assert 0 <= out.images.min() and out.images.max() <= 1
+    assert (out.images[:, 0] - out.images[:, 1]).abs().mean() > 1e-4  # different concepts, different images
+
+
+def test_detector_stays_frozen_and_l_phi_falls():
+    from anomalens.detectors.training import TrainConfig
+
+    torch.manual_seed(0)
+    data = _data()
+    detector = OEDetector("bce", SHAPE)
+    detector.fit(data, TrainConfig(epochs=10, batch_size=16, progress=False))
+    before = {k: v.clone() for k, v in detector.state_dict().items()}
+    explainer = CounterfactualExplainer(SHAPE, _config(steps=60, log_every=30, lambda_rec=0.1, lambda_gan=0,
+                                                       lambda_r=0, lr=1e-3))
+    explainer.fit(detector, data, log=lambda *a: None)
+    first, last = explainer.history[0], explainer.history[-1]  # means over steps 1-30 and 31-60
+    assert [first["step"], last["step"]] == [30, 60]
+    assert last["loss_phi"] < first["loss_phi"]
+    assert all(torch.equal(before[k], v) for k, v in detector.state_dict().items())
+    assert all(p.requires_grad for p in detector.parameters())
+
+
+def test_save_load_round_trip_and_resume(tmp_path):
+    data = _data()
+    detector = OEDetector("bce", SHAPE).eval()
+    explainer = CounterfactualExplainer(SHAPE, _config(steps=6, checkpoint_dir=str(tmp_path / "ck"),
+                                                       checkpoint_every=3))
+    explainer.fit(detector, data, log=lambda *a: None)
+    path = explainer.save(tmp_path / "explainer.safetensors")
+    loaded = CounterfactualExplainer.load(path)
+    x = data.train_oe[:4]
+    assert torch.equal(explainer.explain(x, detector).images, loaded.explain(x, detector).images)
+    assert loaded.step == 6
+    resumed = CounterfactualExplainer(SHAPE, _config(steps=8, checkpoint_dir=str(tmp_path / "ck")))
+    messages = []
+    train_explainer(resumed, detector, data, log=messages.append)
+    assert resumed.step == 8 and any("resumed the explainer at step 6" in m for m in messages)
+
+
+def test_load_refuses_a_detector_file(tmp_path):
+    from anomalens.detectors.base import CheckpointError
+
+    path = OEDetector("bce", SHAPE).save(tmp_path / "detector.safetensors")
+    with pytest.raises(CheckpointError, match="not an anomalens counterfactual explainer"):
+        CounterfactualExplainer.load(path)
+
+
+def test_bad_config_is_refused():
+    from anomalens.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown explainer profile"):
+        CounterfactualExplainer(SHAPE, CEConfig(profile="huge"))
+    with pytest.raises(ConfigError, match="unknown explainer recipe"):
+        CEConfig.recipe("fast")
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+
+class _Scorer(OEDetector):
+    def raw_score(self, x):
+        return x.mean((1, 2, 3))
+
+
+def test_cf_auroc_is_half_for_identical_sets_and_one_for_separated_ones():
+    detector = _Scorer("bce", SHAPE)
+    normal = torch.rand(50, *SHAPE) * 0.4
+    assert cfm.cf_auroc(detector, normal, normal.clone()) == pytest.approx(0.5)
+    assert cfm.cf_auroc(detector, normal, normal + 0.5) == 1.0
+
+
+def test_normal_predicate_follows_colour_rules():
+    is_normal = cfm.normal_predicate("red or one", [str(i) for i in range(10)])
+    attrs = {"label": torch.tensor([1, 3, 3, 1]), "colour": torch.tensor([4, 0, 2, 0])}  # colour 0 = red
+    assert is_normal(attrs).tolist() == [True, True, False, True]
+
+
+def test_oracle_validity_counts_normal_verdicts_and_factor_changes():
+    class Oracle:
+        def predict(self, x):
+            return {"label": x.flatten(1)[:, 0].round().long(), "colour": x.flatten(1)[:, 1].round().long()}
+
+    inputs = torch.zeros(2, 1, 1, 2)
+    inputs[:, 0, 0] = torch.tensor([3.0, 2.0])  # digit 3, colour 2
+    images = inputs[:, None].repeat(1, 2, 1, 1, 1)
+    images[:, 0, 0, 0, 0] = 7  # concept 1 changes the digit to 7
+    images[:, 1, 0, 0, 1] = 0  # concept 2 changes the colour to 0
+    result = cfm.oracle_validity(Oracle(), inputs, images, lambda a: a["label"] == 7)
+    assert result["oracle_validity"] == 0.5
+    assert result["oracle_validity_per_concept"] == [1.0, 0.0]
+    assert result["oracle_factor_changes"]["concept_1"] == {"label": 1.0, "colour": 0.0}
+    assert result["oracle_factor_changes"]["concept_2"] == {"label": 0.0, "colour": 1.0}
+
+
+def test_concept_accuracy_uses_the_pair():
+    class R(nn.Module):
+        def forward(self, x, x_bar):  # concept = 1 when x_bar is brighter than x
+            return torch.stack([(x - x_bar).mean((1, 2, 3)), (x_bar - x).mean((1, 2, 3))], 1)
+
+    x = torch.full((3, *SHAPE), 0.5)
+    images = torch.stack([x - 0.1, x + 0.1], 1)
+    assert cfm.concept_accuracy(R(), x, images) == 1.0
+    assert cfm.concept_accuracy(R(), x, images.flip(1)) == 0.0
