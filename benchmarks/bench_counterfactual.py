@@ -35,8 +35,9 @@ from anomalens.metrics.oracle import LabelClassifier
 
 RESULTS = Path(__file__).parent / "results"
 MNIST = TrainJob(dataset="mnist", oe="kmnist", epochs=20, lr=1e-3, milestones=(15,))
-CMNIST = TrainJob(dataset="mnist", colored=True, normal="red or one", oe="kmnist", net="colored_mnist", epochs=15,
-                  lr=1e-3, milestones=(12,), bf16=True)
+# the classifier-bias benchmark's recipe (bench_bias.py: BCE 0.996, supervised 0.851)
+CMNIST = TrainJob(dataset="mnist", colored=True, normal="red or one", oe="kmnist", net="colored_mnist", epochs=10,
+                  lr=5e-4, milestones=(8,), bf16=True)
 SUITES = {
     "cmnist": [("cmnist_bce", {**vars(CMNIST), "detector": "bce"})],
     "mnist": [(f"mnist_{c}_{d}", {**vars(MNIST), "normal": str(c), "detector": d})
@@ -89,16 +90,17 @@ def main() -> None:
         trained = run_dir / "metrics.json"
         if not trained.exists() or "ad_auroc" not in json.loads(trained.read_text()):
             run_training(job, run_dir, progress=False)
-        if (run_dir / "explain" / "counterfactual" / "report.html").exists() and name in results:
-            print(f"{name}: done, skipped")
-            continue
-        overrides = {"minutes": args.minutes, **({"steps": args.steps} if args.steps else {})}
+        explained = run_dir / "explain" / "counterfactual"
         oracle = root / f"oracle_{job.dataset}{'_colored' if job.colored else ''}.safetensors"
         started = time.perf_counter()
-        metrics = explain_counterfactuals(run_dir, CEConfig.recipe("cpu", **overrides), oracle_path=oracle)
+        if (explained / "report.html").exists():  # finished earlier (maybe by another suite): reuse it
+            metrics = json.loads((explained / "metrics.json").read_text())
+        else:
+            overrides = {"minutes": args.minutes, **({"steps": args.steps} if args.steps else {})}
+            metrics = explain_counterfactuals(run_dir, CEConfig.recipe("cpu", **overrides), oracle_path=oracle)
         row = {k: metrics.get(k) for k in KEYS}
         row.update(oracle_factor_changes=metrics.get("oracle_factor_changes"), fid_features=metrics.get("fid_features"),
-                   cf_scores=metrics["scores"]["counterfactuals"], wall_seconds=time.perf_counter() - started,
+                   cf_scores=metrics["scores"]["counterfactuals"], eval_wall_seconds=time.perf_counter() - started,
                    paper=paper_figures(job.dataset, job.colored, job.detector, job.normal))
         if args.suite == "bias":
             row["oracle_validity_non_blue"] = non_blue_validity(run_dir, oracle)
