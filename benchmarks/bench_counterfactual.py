@@ -5,6 +5,7 @@ interrupted ones resume):
   python benchmarks/bench_counterfactual.py cmnist     # Colored-MNIST, normal = red or one, BCE, coloured KMNIST OE
   python benchmarks/bench_counterfactual.py mnist      # MNIST one-vs-rest, BCE and HSC, KMNIST OE
   python benchmarks/bench_counterfactual.py bias       # section 4.4: supervised on blue anomalies vs BCE with OE
+  python benchmarks/bench_counterfactual.py recipes    # Colored-MNIST, BCE: what moves oracle validity
 Options: --classes 7,0 --detectors bce --minutes 12 --steps 1800 --root runs/bench_ce
 
 Each scenario: train the detector (the detection benchmark's CPU recipe), train the explainer with the
@@ -38,10 +39,21 @@ MNIST = TrainJob(dataset="mnist", oe="kmnist", epochs=20, lr=1e-3, milestones=(1
 # the classifier-bias benchmark's recipe (bench_bias.py: BCE 0.996, supervised 0.851)
 CMNIST = TrainJob(dataset="mnist", colored=True, normal="red or one", oe="kmnist", net="colored_mnist", epochs=10,
                   lr=5e-4, milestones=(8,), bf16=True)
+# explainer variants on one detector (Colored-MNIST, BCE); each overrides the cpu recipe
+RECIPE_VARIANTS = {
+    "paper_weights": {"lambda_rec": 100.0, "lambda_gan": 1.0, "d_every": 5, "conditional_d": False, "phi_noise": 0.0,
+                      "warmup_steps": 0},
+    "rec20_gan1": {"lambda_rec": 20.0, "lambda_gan": 1.0, "warmup_steps": 0},
+    "rec20_gan5": {"warmup_steps": 0},
+    "rec5_gan5": {"lambda_rec": 5.0, "warmup_steps": 0},
+    "rec20_gan5_unconditional_warmup": {"conditional_d": False},
+    "rec20_gan5_warmup": {},  # = the cpu recipe
+}
 SUITES = {
     "cmnist": [("cmnist_bce", {**vars(CMNIST), "detector": "bce"})],
     "mnist": [(f"mnist_{c}_{d}", {**vars(MNIST), "normal": str(c), "detector": d})
               for c in (7, 0, 3, 9) for d in ("bce", "hsc")],
+    "recipes": [(f"cmnist_bce/{v}", {**vars(CMNIST), "detector": "bce"}) for v in RECIPE_VARIANTS],
     "bias": [("cmnist_bce", {**vars(CMNIST), "detector": "bce"}),
              ("cmnist_supervised_blue", {**vars(CMNIST), "detector": "supervised", "oe": None,
                                          "known_anomalies": "blue"})],
@@ -70,6 +82,7 @@ def main() -> None:
     parser.add_argument("suite", choices=sorted(SUITES))
     parser.add_argument("--classes", help="mnist: normal classes, e.g. 7,0")
     parser.add_argument("--detectors", help="mnist: e.g. bce,hsc")
+    parser.add_argument("--variants", help="recipes: e.g. rec20_gan5,rec10_gan5")
     parser.add_argument("--minutes", type=float, default=12.0, help="explainer time budget per scenario")
     parser.add_argument("--steps", type=int, help="explainer steps (default: the cpu recipe's)")
     parser.add_argument("--root", default="runs/bench_ce", help="where the run folders go")
@@ -80,32 +93,38 @@ def main() -> None:
         scenarios = [s for s in scenarios if s[1]["normal"] in args.classes.split(",")]
     if args.detectors:
         scenarios = [s for s in scenarios if s[1]["detector"] in args.detectors.split(",")]
+    if args.variants:
+        scenarios = [s for s in scenarios if s[0].partition("/")[2] in args.variants.split(",")]
     results: dict[str, dict] = {}
     out_json = RESULTS / f"counterfactual_{args.suite}.json"
     if out_json.exists():
         results = json.loads(out_json.read_text()).get("scenarios", {})
     for name, job_dict in scenarios:
-        run_dir = root / name
+        run_name, _, variant = name.partition("/")
+        run_dir = root / run_name
         job = TrainJob(**{**job_dict, "milestones": tuple(job_dict["milestones"])})
         trained = run_dir / "metrics.json"
         if not trained.exists() or "ad_auroc" not in json.loads(trained.read_text()):
             run_training(job, run_dir, progress=False)
-        explained = run_dir / "explain" / "counterfactual"
+        folder = f"counterfactual_{variant}" if variant else "counterfactual"
+        explained = run_dir / "explain" / folder
         oracle = root / f"oracle_{job.dataset}{'_colored' if job.colored else ''}.safetensors"
         started = time.perf_counter()
         if (explained / "report.html").exists():  # finished earlier (maybe by another suite): reuse it
             metrics = json.loads((explained / "metrics.json").read_text())
         else:
-            overrides = {"minutes": args.minutes, **({"steps": args.steps} if args.steps else {})}
-            metrics = explain_counterfactuals(run_dir, CEConfig.recipe("cpu", **overrides), oracle_path=oracle)
+            overrides = {"minutes": args.minutes, **({"steps": args.steps} if args.steps else {}),
+                         **RECIPE_VARIANTS.get(variant, {})}
+            metrics = explain_counterfactuals(run_dir, CEConfig.recipe("cpu", **overrides), oracle_path=oracle,
+                                              folder=folder)
         row = {k: metrics.get(k) for k in KEYS}
         row.update(oracle_factor_changes=metrics.get("oracle_factor_changes"), fid_features=metrics.get("fid_features"),
                    cf_scores=metrics["scores"]["counterfactuals"], eval_wall_seconds=time.perf_counter() - started,
                    paper=paper_figures(job.dataset, job.colored, job.detector, job.normal))
         if args.suite == "bias":
             row["oracle_validity_non_blue"] = non_blue_validity(run_dir, oracle)
-        grid = RESULTS / f"counterfactual_{name}.png"
-        shutil.copyfile(run_dir / "explain" / "counterfactual" / "counterfactuals.png", grid)
+        grid = RESULTS / f"counterfactual_{name.replace('/', '_')}.png"
+        shutil.copyfile(explained / "counterfactuals.png", grid)
         results[name] = row
         _write(args.suite, results)
         print(f"{name}: " + ", ".join(f"{k} {row[k]:.3f}" for k in KEYS[:8] if row.get(k) is not None))

@@ -190,3 +190,26 @@ def test_concept_accuracy_uses_the_pair():
     images = torch.stack([x - 0.1, x + 0.1], 1)
     assert cfm.concept_accuracy(R(), x, images) == 1.0
     assert cfm.concept_accuracy(R(), x, images.flip(1)) == 0.0
+
+
+@pytest.mark.parametrize("objective", ["bce", "hsc", "dsvdd", "supervised"])
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_every_detector_and_image_format_can_be_explained(objective, shape):
+    g = torch.Generator().manual_seed(1)
+    normal, oe = torch.rand(16, *shape, generator=g) * 0.5, torch.rand(16, *shape, generator=g) * 0.5 + 0.5
+    data = ADData(train_normal=normal, train_oe=oe if objective != "supervised" else None,
+                  train_anomalies=oe if objective == "supervised" else None,
+                  test_x=torch.cat([normal[:4], oe[:4]]), test_y=torch.tensor([0] * 4 + [1] * 4), name="random")
+    detector = OEDetector(objective, shape).eval()
+    explainer = CounterfactualExplainer(shape, _config(steps=2)).fit(detector, data, log=lambda *a: None)
+    out = explainer.explain(oe[:3])  # the fitted detector is the default
+    assert out.images.shape == (3, 2, *shape) and out.scores.shape == (3, 2)
+    assert ((0 <= out.scores) & (out.scores <= 1)).all() and out.input_scores.shape == (3,)
+
+
+def test_warmup_trains_the_generator_towards_the_identity():
+    data = _data()
+    explainer = CounterfactualExplainer(SHAPE, _config(steps=40, warmup_steps=40, log_every=20, lr=2e-3))
+    explainer.fit(OEDetector("bce", SHAPE).eval(), data, log=lambda *a: None)
+    first, last = explainer.history
+    assert set(first) == {"step", "loss_rec"} and last["loss_rec"] < first["loss_rec"]

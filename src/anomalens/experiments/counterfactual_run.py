@@ -138,14 +138,15 @@ def _report(out: Path, job: TrainJob, detector: Detector, metrics: dict[str, Any
 def explain_counterfactuals(run_dir: str | Path, cfg: CEConfig | None = None, fid_features: str | None = None,
                             with_sub_auroc: bool = True, max_anomalies: int = 2000, oracle_epochs: int = 3,
                             oracle_limit: int | None = None, oracle_path: str | Path | None = None,
-                            log=print) -> dict[str, Any]:
+                            folder: str = "counterfactual", log=print) -> dict[str, Any]:
     """Train (or resume) the explainer for the run in ``run_dir``, evaluate it, write the report.
 
-    ``oracle_path`` lets several runs on one dataset share an oracle (trained there once)."""
+    ``oracle_path`` lets several runs on one dataset share an oracle (trained there once); ``folder``
+    names the output folder under ``RUN_DIR/explain/`` (to compare explainer configs on one detector)."""
     cfg = cfg or CEConfig()
     run_dir = Path(run_dir)
     job, detector, data = load_run(run_dir)
-    out = run_dir / "explain" / "counterfactual"
+    out = run_dir / "explain" / folder
     run = Run.create(out, asdict(cfg), cfg.seed, command="anomalens explain --method counterfactual")
     cfg.checkpoint_dir = str(out / "checkpoints")
     explainer = CounterfactualExplainer(data.image_shape, cfg)

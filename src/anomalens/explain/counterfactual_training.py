@@ -71,6 +71,17 @@ def generator_losses(explainer: CounterfactualExplainer, detector: Detector, x: 
     return total, terms, x_bar.detach(), level
 
 
+def warmup_loss(explainer: CounterfactualExplainer, x: Tensor, generator: torch.Generator, autocast) -> Tensor:
+    """Reconstruction under a random condition: starts G at the identity, so that the GAN phase edits
+    the input instead of drawing a prototype normal sample from scratch."""
+    n = len(x)
+    level = torch.randint(len(ALPHAS), (n,), generator=generator)
+    concept = torch.randint(explainer.config.concepts, (n,), generator=generator)
+    with autocast:
+        out = explainer.generator(x, explainer.condition(level, concept))
+    return (x - out.float()).abs().mean()
+
+
 def discriminator_loss(explainer: CounterfactualExplainer, real: Tensor, real_anomalous: Tensor, fake: Tensor,
                        fake_level: Tensor, autocast) -> Tensor:
     """Hinge loss (Miyato & Koyama 2018): real samples above +1, generated ones below -1."""
@@ -167,20 +178,27 @@ def train_explainer(explainer: CounterfactualExplainer, detector: Detector, data
                 source = torch.cat([source, torch.ones(batch)])
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            total, terms, x_bar, level = generator_losses(explainer, detector, x, generator, autocast)
-            _finite(total, "generator", step, folder)
-            optimizers["g"].zero_grad(set_to_none=True)
-            optimizers["r"].zero_grad(set_to_none=True)
-            total.backward()
-            optimizers["g"].step()
-            optimizers["r"].step()
-            if step % cfg.d_every == 0:
-                loss_d = discriminator_loss(explainer, x, source, x_bar, level, autocast)
-                _finite(loss_d, "discriminator", step, folder)
-                optimizers["d"].zero_grad(set_to_none=True)
-                loss_d.backward()
-                optimizers["d"].step()
-                terms["loss_d"] = loss_d.detach()
+            if step < cfg.warmup_steps:
+                terms = {"loss_rec": warmup_loss(explainer, x, generator, autocast)}
+                _finite(terms["loss_rec"], "warm-up", step, folder)
+                optimizers["g"].zero_grad(set_to_none=True)
+                terms["loss_rec"].backward()
+                optimizers["g"].step()
+            else:
+                total, terms, x_bar, level = generator_losses(explainer, detector, x, generator, autocast)
+                _finite(total, "generator", step, folder)
+                optimizers["g"].zero_grad(set_to_none=True)
+                optimizers["r"].zero_grad(set_to_none=True)
+                total.backward()
+                optimizers["g"].step()
+                optimizers["r"].step()
+                if step % cfg.d_every == 0:
+                    loss_d = discriminator_loss(explainer, x, source, x_bar, level, autocast)
+                    _finite(loss_d, "discriminator", step, folder)
+                    optimizers["d"].zero_grad(set_to_none=True)
+                    loss_d.backward()
+                    optimizers["d"].step()
+                    terms["loss_d"] = loss_d.detach()
             explainer.step += 1
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + value.detach().item()
