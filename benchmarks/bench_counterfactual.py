@@ -6,6 +6,7 @@ interrupted ones resume):
   python benchmarks/bench_counterfactual.py mnist      # MNIST one-vs-rest, BCE and HSC, KMNIST OE
   python benchmarks/bench_counterfactual.py bias       # section 4.4: supervised on blue anomalies vs BCE with OE
   python benchmarks/bench_counterfactual.py recipes    # Colored-MNIST, BCE: what moves oracle validity
+  python benchmarks/bench_counterfactual.py cost       # seconds per training step of each width profile
 Options: --classes 7,0 --detectors bce --minutes 12 --steps 1800 --root runs/bench_ce
 
 Each scenario: train the detector (the detection benchmark's CPU recipe), train the explainer with the
@@ -77,9 +78,36 @@ def non_blue_validity(run_dir: Path, oracle_path: Path) -> float:
     return cfm.oracle_validity(oracle, anomalies[detected], result.images[detected], is_normal)["oracle_validity"]
 
 
+def step_cost(root: Path) -> None:
+    """Seconds per explainer training step (64 normal + 64 OE, MNIST, BCE) for each width profile."""
+    from anomalens.explain.counterfactual import PROFILES
+    from anomalens.explain.counterfactual_training import train_explainer
+
+    run_dir = root / "mnist_7_bce"
+    _, detector, data = load_run(run_dir)
+    rows = {}
+    for profile in PROFILES:
+        for d_every, warm in ((1, 0), (5, 0), (1, 10)):
+            cfg = CEConfig.recipe("cpu", profile=profile, steps=1, warmup_steps=warm, d_every=d_every, progress=False,
+                                  sample_every=0, minutes=None)
+            explainer = CounterfactualExplainer(data.image_shape, cfg)
+            train_explainer(explainer, detector, data, log=lambda *a: None)  # first step: allocation
+            cfg.steps = 4 if profile == "paper" else 11
+            started = time.perf_counter()
+            train_explainer(explainer, detector, data, log=lambda *a: None)
+            seconds = (time.perf_counter() - started) / (cfg.steps - 1)
+            name = f"{profile}, D every {d_every}" + (", warm-up step" if warm else "")
+            rows[name] = {"seconds_per_step": seconds, "widths": PROFILES[profile]}
+            print(f"{name}: {seconds:.2f} s/step", flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "counterfactual_cost.json").write_text(json.dumps(
+        {"date": str(date.today()), "machine": machine(), "bf16": True, "channels_last": True,
+         "command": "python benchmarks/bench_counterfactual.py cost", "profiles": rows}, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("suite", choices=sorted(SUITES))
+    parser.add_argument("suite", choices=sorted([*SUITES, "cost"]))
     parser.add_argument("--classes", help="mnist: normal classes, e.g. 7,0")
     parser.add_argument("--detectors", help="mnist: e.g. bce,hsc")
     parser.add_argument("--variants", help="recipes: e.g. rec20_gan5,rec10_gan5")
@@ -88,6 +116,9 @@ def main() -> None:
     parser.add_argument("--root", default="runs/bench_ce", help="where the run folders go")
     args = parser.parse_args()
     root = Path(args.root)
+    if args.suite == "cost":
+        step_cost(root)
+        return
     scenarios = SUITES[args.suite]
     if args.classes:
         scenarios = [s for s in scenarios if s[1]["normal"] in args.classes.split(",")]

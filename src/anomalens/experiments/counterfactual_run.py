@@ -130,7 +130,7 @@ def _report(out: Path, job: TrainJob, detector: Detector, metrics: dict[str, Any
                                             "concept; the detector's bounded score under each image")
     report.image(out / "images" / "scores.png", "bounded scores: normal test samples vs counterfactuals")
     report.heading("Training").image(out / "images" / "losses.png", "loss terms every 50 steps")
-    report.key_values({"steps": metrics.get("steps"), "train_seconds": metrics.get("train_seconds"),
+    report.key_values({"steps_trained": metrics.get("steps"), "train_seconds": metrics.get("train_seconds"),
                        **{k: v for k, v in asdict(cfg).items() if k != "extra"}}, caption="explainer config")
     return report.write(out / "report.html")
 

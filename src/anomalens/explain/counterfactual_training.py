@@ -217,8 +217,8 @@ def train_explainer(explainer: CounterfactualExplainer, detector: Detector, data
                 sample_grid(folder.parent / "samples" / f"step_{done:06d}.png", explainer, detector, probe)
                 for m in modules:
                     m.train()
-                for warning in collapse_warnings(explainer, probe):
-                    log(f"warning at step {done}: {warning}")
+                for warning in collapse_warnings(explainer, probe) if done > cfg.warmup_steps else []:
+                    log(f"warning at step {done}: {warning}")  # during the warm-up G is the identity by design
             if folder is not None and done % cfg.checkpoint_every == 0:
                 _checkpoint(folder, explainer, optimizers, generator)
             if cfg.minutes is not None and elapsed > cfg.minutes * 60:
