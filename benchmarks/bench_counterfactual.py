@@ -78,7 +78,7 @@ def non_blue_validity(run_dir: Path, oracle_path: Path) -> float:
     return cfm.oracle_validity(oracle, anomalies[detected], result.images[detected], is_normal)["oracle_validity"]
 
 
-def step_cost(root: Path) -> None:
+def step_cost(root: Path, profiles: list[str] | None = None) -> None:
     """Seconds per explainer training step (64 normal + 64 OE, MNIST, BCE) for each width profile."""
     from anomalens.explain.counterfactual import PROFILES
     from anomalens.explain.counterfactual_training import train_explainer
@@ -86,8 +86,8 @@ def step_cost(root: Path) -> None:
     run_dir = root / "mnist_7_bce"
     _, detector, data = load_run(run_dir)
     rows = {}
-    for profile in PROFILES:
-        for d_every, warm in ((1, 0), (5, 0), (1, 10)):
+    for profile in profiles or list(PROFILES):
+        for d_every, warm in ((1, 0), (5, 0), (1, 10)) if profile != "paper" else ((1, 0),):
             cfg = CEConfig.recipe("cpu", profile=profile, steps=1, warmup_steps=warm, d_every=d_every, progress=False,
                                   sample_every=0, minutes=None)
             explainer = CounterfactualExplainer(data.image_shape, cfg)
@@ -111,13 +111,14 @@ def main() -> None:
     parser.add_argument("--classes", help="mnist: normal classes, e.g. 7,0")
     parser.add_argument("--detectors", help="mnist: e.g. bce,hsc")
     parser.add_argument("--variants", help="recipes: e.g. rec20_gan5,rec10_gan5")
+    parser.add_argument("--profiles", help="cost: e.g. cpu,tiny (paper costs ~40 s per step here)")
     parser.add_argument("--minutes", type=float, default=12.0, help="explainer time budget per scenario")
     parser.add_argument("--steps", type=int, help="explainer steps (default: the cpu recipe's)")
     parser.add_argument("--root", default="runs/bench_ce", help="where the run folders go")
     args = parser.parse_args()
     root = Path(args.root)
     if args.suite == "cost":
-        step_cost(root)
+        step_cost(root, args.profiles.split(",") if args.profiles else None)
         return
     scenarios = SUITES[args.suite]
     if args.classes:

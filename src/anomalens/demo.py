@@ -101,7 +101,7 @@ def run_demo(out: str | Path = "runs/demo", config: DemoConfig | None = None,
     log(f"[5/5] training the counterfactual explainer ({config.explainer_steps} steps or "
         f"{config.explainer_minutes} min) and evaluating it")
     cfg = CEConfig.recipe("cpu", steps=config.explainer_steps, minutes=config.explainer_minutes, seed=config.seed,
-                          progress=False, sample_every=200)
+                          warmup_steps=100, progress=False, sample_every=200)
     if config.quick:
         cfg.profile, cfg.steps, cfg.sample_every = "tiny", 10, 10
     explained = explain_counterfactuals(detector_dir, cfg, oracle_epochs=1 if config.quick else 3,
