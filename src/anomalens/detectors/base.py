@@ -41,6 +41,17 @@ def register(name: str):
     return wrap
 
 
+def read_weights(path: Path, what: str, writer: str) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and header metadata of a safetensors file (no code is executed); a clear
+    ``CheckpointError`` naming the file and what writes such files when it cannot be read."""
+    try:
+        with safe_open(path, "pt") as f:
+            metadata = f.metadata() or {}
+        return load_file(path), metadata
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable {what} file ({e}). Fix: pass a file written by {writer}") from e
+
+
 class Detector(nn.Module):
     """Base class. Subclasses implement ``fit``, ``raw_score``, ``score`` and ``config``."""
 
@@ -89,13 +100,7 @@ class Detector(nn.Module):
     def load(path: str | Path, expect: str | None = None) -> Detector:
         """Rebuild a saved detector. ``expect`` (e.g. ``"hsc"``) refuses a file of another method."""
         path = Path(path)
-        try:
-            with safe_open(path, "pt") as f:
-                metadata = f.metadata() or {}
-            tensors = load_file(path)
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable detector file ({e}). Fix: pass a file written by "
-                                  "Detector.save or `anomalens train`") from e
+        tensors, metadata = read_weights(path, "detector", "Detector.save or `anomalens train`")
         if metadata.get("format") != FORMAT:
             raise CheckpointError(f"{path}: not an anomalens detector (format {metadata.get('format')!r}, "
                                   f"expected {FORMAT!r})")

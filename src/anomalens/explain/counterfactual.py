@@ -25,14 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 
 from anomalens.atomic import atomic_write_bytes
 from anomalens.data.addata import ADData
-from anomalens.detectors.base import CheckpointError, Detector
+from anomalens.detectors.base import CheckpointError, Detector, read_weights
 from anomalens.errors import ConfigError
 from anomalens.nets.concept import ConceptClassifier, ConceptConfig
 from anomalens.nets.discriminator import Discriminator, DiscriminatorConfig
@@ -230,13 +228,7 @@ class CounterfactualExplainer:
     @classmethod
     def load(cls, path: str | Path) -> CounterfactualExplainer:
         path = Path(path)
-        try:
-            with safe_open(path, "pt") as f:
-                meta = f.metadata() or {}
-            tensors = load_file(path)
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable explainer file ({e}). Fix: pass the "
-                                  "explainer.safetensors written by `anomalens explain`") from e
+        tensors, meta = read_weights(path, "explainer", "`anomalens explain --method counterfactual`")
         if meta.get("format") != FORMAT:
             raise CheckpointError(f"{path}: not an anomalens counterfactual explainer (format {meta.get('format')!r})")
         config = json.loads(meta["config"])
