@@ -71,8 +71,10 @@ def label_oracle(job: TrainJob, path: Path, epochs: int = 3, limit: int | None =
 
 def evaluate_counterfactuals(explainer: CounterfactualExplainer, detector: Detector, data: ADData, job: TrainJob,
                              oracle: LabelClassifier | None, fid_features: str | None = None,
-                             with_sub_auroc: bool = True, max_anomalies: int = 2000) -> dict[str, Any]:
-    """Every metric of appendix D plus oracle validity on (at most ``max_anomalies``) test anomalies."""
+                             with_sub_auroc: bool = True, max_anomalies: int = 2000,
+                             histogram: Path | None = None) -> dict[str, Any]:
+    """Every metric of appendix D plus oracle validity on (at most ``max_anomalies``) test anomalies;
+    ``histogram``: where to draw the bounded scores of normal test samples vs counterfactuals."""
     anomalies = data.test_x[data.test_y == 1][:max_anomalies]
     normal = data.test_x[data.test_y == 0]
     result = explainer.explain(anomalies, detector)
@@ -81,10 +83,16 @@ def evaluate_counterfactuals(explainer: CounterfactualExplainer, detector: Detec
     metrics.update(cf_auroc=cfm.cf_auroc(detector, normal, flat),
                    concept_acc=cfm.concept_accuracy(explainer.concept, anomalies, result.images),
                    explained=len(anomalies), evaluation_mode="eval (running batch-norm statistics)")
-    metrics["scores"] = {"normal_test": cfm.score_summary(detector.scores(normal, raw=False)),
+    normal_scores = detector.scores(normal, raw=False)
+    metrics["scores"] = {"normal_test": cfm.score_summary(normal_scores),
                          "anomalies": cfm.score_summary(result.input_scores),
                          "counterfactuals": cfm.score_summary(result.scores.flatten())}
     metrics["l1_change"] = (result.images - anomalies[:, None]).abs().mean().item()
+    if histogram is not None:
+        cf_scores = result.scores.flatten()
+        score_histogram(histogram, torch.cat([normal_scores, cf_scores]).numpy(),
+                        torch.cat([torch.zeros(len(normal_scores)), torch.ones(len(cf_scores))]).numpy(),
+                        "normal test (blue) vs counterfactuals (orange)", "bounded score")
     if oracle is not None:
         is_normal = cfm.normal_predicate(_normal_rule(job.normal), catalog.load(job.dataset, "test",
                                                                                 job.data_root).class_names)
@@ -160,17 +168,12 @@ def explain_counterfactuals(run_dir: str | Path, cfg: CEConfig | None = None, fi
     explainer.save(out / "explainer.safetensors")
     oracle = label_oracle(job, Path(oracle_path or out / "oracle.safetensors"), oracle_epochs, oracle_limit, log)
     metrics = evaluate_counterfactuals(explainer, detector, data, job, oracle, fid_features, with_sub_auroc,
-                                       max_anomalies)
+                                       max_anomalies, out / "images" / "scores.png")
     metrics.update(steps=explainer.step, train_seconds=train_seconds, history=explainer.history,
                    seconds_per_step=train_seconds / max(1, explainer.step))
     anomalies = data.test_x[data.test_y == 1][:SHOWN]
     sample_grid(out / "counterfactuals.png", explainer, detector, anomalies)
     loss_curves(out / "images" / "losses.png", explainer.history, title="explainer losses")
-    cf_scores = explainer.explain(data.test_x[data.test_y == 1][:max_anomalies], detector).scores.flatten()
-    normal_scores = detector.scores(data.test_x[data.test_y == 0], raw=False)
-    score_histogram(out / "images" / "scores.png", torch.cat([normal_scores, cf_scores]).numpy(),
-                    torch.cat([torch.zeros(len(normal_scores)), torch.ones(len(cf_scores))]).numpy(),
-                    "normal test (blue) vs counterfactuals (orange)", "bounded score")
     run.write_metrics(metrics)
     _report(out, job, detector, metrics, cfg)
     run.finish()
