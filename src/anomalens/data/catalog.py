@@ -8,6 +8,9 @@ Under a root, a dataset lives in a folder named after it (``ROOT/mnist``, ``ROOT
 A dataset may be stored in several layouts (CIFAR-10 as the official pickles or as the npz files
 of ``shared/data``); the first complete layout wins. Loaded arrays are cached per process and
 marked read-only, so a scenario cannot change them for the next caller by accident.
+
+Every reader names the file it read (``source=``), so a bad pixel value or a label outside the
+class range is reported against that file (see ``images.as_uint8`` and ``images.check_labels``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from anomalens.data import formats
-from anomalens.data.images import DefectImages, LabeledImages
+from anomalens.data.images import DefectImages, LabeledImages, as_uint8, check_labels
 from anomalens.errors import DataFormatError, DatasetNotFoundError
 
 SPLITS = ("train", "test")
@@ -120,11 +123,12 @@ GTSRB_CLASSES = [
 
 def _idx_reader(name: str, classes: list[str], label_offset: int = 0, transpose: bool = False):
     def read(folder: Path, split: str) -> LabeledImages:
-        images_path, labels_path = LAYOUT_FILES[name][split]
-        images, labels = formats.read_idx_pair(_pick(folder, images_path), _pick(folder, labels_path))
+        images_path, labels_path = (_pick(folder, entry) for entry in LAYOUT_FILES[name][split])
+        images, labels = formats.read_idx_pair(images_path, labels_path)
         if transpose:  # EMNIST stores images transposed relative to MNIST
             images = images.transpose(0, 2, 1)
-        return LabeledImages(np.ascontiguousarray(images), labels - label_offset, classes, name)
+        return LabeledImages(np.ascontiguousarray(images), labels - label_offset, classes, name,
+                             source=labels_path)
     return read
 
 
@@ -147,8 +151,9 @@ LAYOUT_FILES: dict[str, dict[str, tuple[str, ...]]] = {
 
 
 def _read_kmnist(folder: Path, split: str) -> LabeledImages:
-    images = formats.read_npz(folder / f"kmnist-{split}-imgs.npz", ["arr_0"])["arr_0"]
-    labels = formats.read_npz(folder / f"kmnist-{split}-labels.npz", ["arr_0"])["arr_0"]
+    images_path, labels_path = folder / f"kmnist-{split}-imgs.npz", folder / f"kmnist-{split}-labels.npz"
+    images = as_uint8(formats.read_npz(images_path, ["arr_0"])["arr_0"], images_path)
+    labels = formats.read_npz(labels_path, ["arr_0"])["arr_0"]
     if len(images) != len(labels):
         raise DataFormatError(folder / f"kmnist-{split}-labels.npz",
                               f"{len(labels)} labels for {len(images)} images", "re-download both files")
@@ -159,7 +164,7 @@ def _read_kmnist(folder: Path, split: str) -> LabeledImages:
             rows = list(csv.DictReader(f))
         if rows and "char" in rows[0]:
             classes = [f"{roman} ({row['char']})" for roman, row in zip(KMNIST_CLASSES, rows)]
-    return LabeledImages(images, labels, classes, "kmnist")
+    return LabeledImages(images, labels, classes, "kmnist", source=labels_path)
 
 
 def _read_cifar10_official(folder: Path, split: str) -> LabeledImages:
@@ -167,8 +172,10 @@ def _read_cifar10_official(folder: Path, split: str) -> LabeledImages:
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     parts = [formats.read_cifar_batch(base / n, "labels") for n in names]
     classes = formats.read_cifar_names(base / "batches.meta", "label_names")
+    for name, (_, labels) in zip(names, parts):  # name the batch holding a bad label
+        check_labels(labels, len(classes), base / name)
     return LabeledImages(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-                         classes, "cifar10")
+                         classes, "cifar10", source=base)
 
 
 def _read_cifar10_npz(folder: Path, split: str) -> LabeledImages:
@@ -176,16 +183,16 @@ def _read_cifar10_npz(folder: Path, split: str) -> LabeledImages:
     subset_path = folder / "cifar10_subset.npz"
     sub = formats.read_npz(subset_path, [f"x_{split}", f"y_{split}", f"exact_{split}", "class_names"])
     classes = [str(c) for c in sub["class_names"]]
-    images, labels, exact = sub[f"x_{split}"], sub[f"y_{split}"], sub[f"exact_{split}"]
-    jpeg_path = folder / "cifar10_train_jpeg.npz"
+    images, labels, exact = as_uint8(sub[f"x_{split}"], subset_path), sub[f"y_{split}"], sub[f"exact_{split}"]
+    source, jpeg_path = subset_path, folder / "cifar10_train_jpeg.npz"
     if split == "train" and jpeg_path.is_file():
         jpeg = formats.read_npz(jpeg_path, ["jpeg_bytes", "offsets", "y_train"])
         full = formats.decode_jpeg_array(jpeg_path, jpeg["jpeg_bytes"], jpeg["offsets"])
         full[: len(images)][exact] = images[exact]  # rows 0..3999 exist losslessly: use them
         full_exact = np.zeros(len(full), bool)
         full_exact[: len(images)] = exact
-        images, labels, exact = full, jpeg["y_train"], full_exact
-    return LabeledImages(images, labels, classes, "cifar10", {"exact": exact})
+        images, labels, exact, source = full, jpeg["y_train"], full_exact, jpeg_path
+    return LabeledImages(images, labels, classes, "cifar10", {"exact": exact}, source)
 
 
 def _read_cifar100(folder: Path, split: str) -> LabeledImages:
@@ -193,36 +200,39 @@ def _read_cifar100(folder: Path, split: str) -> LabeledImages:
     images, fine = formats.read_cifar_batch(base / split, "fine_labels")
     _, coarse = formats.read_cifar_batch(base / split, "coarse_labels")
     classes = formats.read_cifar_names(base / "meta", "fine_label_names")
-    return LabeledImages(images, fine, classes, "cifar100", {"coarse": coarse})
+    return LabeledImages(images, fine, classes, "cifar100", {"coarse": coarse}, base / split)
 
 
 def _read_gtsrb_npz(folder: Path, split: str) -> LabeledImages:
-    arrays = formats.read_npz(folder / "gtsrb32_subset.npz", [f"x_{split}", f"y_{split}"])
-    return LabeledImages(arrays[f"x_{split}"], arrays[f"y_{split}"], GTSRB_CLASSES, "gtsrb")
+    path = folder / "gtsrb32_subset.npz"
+    arrays = formats.read_npz(path, [f"x_{split}", f"y_{split}"])
+    return LabeledImages(arrays[f"x_{split}"], arrays[f"y_{split}"], GTSRB_CLASSES, "gtsrb", source=path)
 
 
 def _read_gtsrb_official(folder: Path, split: str) -> LabeledImages:
     if split == "train":
-        images, labels = formats.read_gtsrb_folder(folder / "GTSRB/Final_Training/Images")
+        source = folder / "GTSRB/Final_Training/Images"
+        images, labels = formats.read_gtsrb_folder(source)
     else:
-        images, labels = formats.read_gtsrb_folder(folder / "GTSRB/Final_Test/Images", folder / "GT-final_test.csv")
-    return LabeledImages(images, labels, GTSRB_CLASSES, "gtsrb")
+        source = folder / "GT-final_test.csv"
+        images, labels = formats.read_gtsrb_folder(folder / "GTSRB/Final_Test/Images", source)
+    return LabeledImages(images, labels, GTSRB_CLASSES, "gtsrb", source=source)
 
 
 def _read_tinyimagenet(folder: Path, split: str) -> LabeledImages:
     key = "train" if split == "train" else "val"
     path = folder / "tinyimagenet32_subset.npz"
     a = formats.read_npz(path, [f"x_{key}", f"y_{key}", "class_names", "cifar10_overlap", "cifar10_related"])
-    labels = a[f"y_{key}"].astype(np.int64)
+    labels = check_labels(a[f"y_{key}"], len(a["class_names"]), path)  # before indexing the flags with them
     attrs = {"cifar10_overlap": a["cifar10_overlap"][labels], "cifar10_related": a["cifar10_related"][labels]}
-    return LabeledImages(a[f"x_{key}"], labels, [str(c) for c in a["class_names"]], "tinyimagenet", attrs)
+    return LabeledImages(a[f"x_{key}"], labels, [str(c) for c in a["class_names"]], "tinyimagenet", attrs, path)
 
 
 def _read_magnetic_tile(folder: Path, split: str) -> DefectImages:
     path = folder / "magnetic_tile_256.npz"
     a = formats.read_npz(path, ["train_good", "test_images", "test_labels", "test_defect_type", "test_masks"])
-    return DefectImages(a["train_good"], a["test_images"], a["test_labels"].astype(np.int64),
-                        a["test_defect_type"], a["test_masks"], "magnetic_tile")
+    return DefectImages(a["train_good"], a["test_images"], a["test_labels"], a["test_defect_type"],
+                        a["test_masks"], "magnetic_tile", path)
 
 
 def _read_mvtec(folder: Path, split: str) -> DefectImages:
@@ -398,7 +408,7 @@ def load_image_folder(root: str | Path, mode: str | None = None,
                       size: tuple[int, int] | None = None) -> LabeledImages:
     """A user's own data: one sub-folder per class (see ``formats.read_image_folder``)."""
     images, labels, classes = formats.read_image_folder(root, mode, size)
-    return LabeledImages(images, labels, classes, Path(root).name)
+    return LabeledImages(images, labels, classes, Path(root).name, source=root)
 
 
 # ------------------------------------------------------------------------------------- reporting

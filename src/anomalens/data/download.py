@@ -8,7 +8,15 @@ Why it is built this way:
 * being offline fails fast, with a message saying which files to copy into which folder by hand
   (``ANOMALENS_OFFLINE=1`` forbids the network altogether);
 * archives are checked member by member before anything is written (no ``..``, absolute paths or links
-  leaving the target) and unpacked into a temporary sibling folder first.
+  leaving the target) and unpacked into a temporary sibling folder first;
+* a hostile or broken server cannot hold a download forever or fill the disk: every file has an overall
+  deadline (default ``max(10 min, size / 50 kB/s)``), must keep at least ``MIN_RATE`` bytes/s over any
+  ``RATE_WINDOW`` seconds, and may not exceed its published size plus 1 % + 64 KiB (``MAX_DOWNLOAD_BYTES``
+  when no size is published). Breaking one of these, or a full disk, is a ``DownloadError`` and the
+  ``.part`` file is deleted;
+* leftovers of killed runs are swept when a download starts (``remove_stale``): ``*.tmp`` files and
+  ``.*.tmp-*`` folders always, ``.part`` files older than ``STALE_PART_DAYS`` days or larger than the
+  published size of their file.
 
 Checksums: sha256 is checked when published; where only md5 is published, md5 is checked; files with no
 published hash at all (``sha256=None, md5=None``) are only checked to be non-empty.
@@ -16,6 +24,7 @@ published hash at all (``sha256=None, md5=None``) are only checked to be non-emp
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import http.client
@@ -38,7 +47,7 @@ from pathlib import Path
 
 from anomalens.errors import ChecksumError, ConfigError, DataFormatError, DownloadError
 
-__all__ = ["OFFICIAL_FILES", "RemoteFile", "download", "download_all", "extract", "sha256_of"]
+__all__ = ["OFFICIAL_FILES", "RemoteFile", "download", "download_all", "extract", "remove_stale", "sha256_of"]
 
 _USER_AGENT = "anomalens-downloader/0.1 (+python urllib)"
 _RETRY_DELAY = 0.5  # seconds, multiplied by the attempt number; small because resuming is cheap
@@ -46,6 +55,12 @@ _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 ARCHIVE_SUFFIXES = (".zip", *_TAR_SUFFIXES)  # what ``extract`` unpacks
 _DAMAGED = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
 _TAR_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # extra guard where available
+MAX_DOWNLOAD_BYTES = 4 << 30  # size cap when no size is published (the largest official file is ~0.6 GB)
+MIN_RATE = 10_000  # bytes/s a transfer must keep up over every RATE_WINDOW seconds
+RATE_WINDOW = 60.0
+DEADLINE_RATE = 50_000  # bytes/s the default deadline allows for: max(10 min, size / DEADLINE_RATE)
+STALE_PART_DAYS = 7
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 @dataclass(frozen=True)
@@ -53,13 +68,15 @@ class RemoteFile:
     """One file to fetch: where from, what to call it, and the hash that proves it arrived intact.
 
     ``sha256`` None means the publisher gives no sha256; then ``md5`` is checked if set, else only that
-    the file is non-empty. ``filename`` defaults to the last path component of ``url``.
+    the file is non-empty. ``filename`` defaults to the last path component of ``url``. ``size`` (bytes),
+    when published, caps the download and sets its default deadline.
     """
 
     url: str
     sha256: str | None
     filename: str | None = None
     md5: str | None = None
+    size: int | None = None
 
     def __post_init__(self) -> None:
         name = self.filename or urllib.parse.unquote(urllib.parse.urlsplit(self.url).path.rsplit("/", 1)[-1])
@@ -68,9 +85,11 @@ class RemoteFile:
         object.__setattr__(self, "filename", name)
 
 
-def _mirror(base: str, names: Sequence[str], sha256: Sequence[str | None] = (), md5: Sequence[str] = ()):
+def _mirror(base: str, names: Sequence[str], sha256: Sequence[str | None] = (), md5: Sequence[str] = (),
+            sizes: Sequence[int] = ()):
     sha256, md5 = list(sha256) or [None] * len(names), list(md5) or [None] * len(names)
-    return tuple(RemoteFile(base + n, s, md5=m) for n, s, m in zip(names, sha256, md5, strict=True))
+    sizes = list(sizes) or [None] * len(names)
+    return tuple(RemoteFile(base + n, s, md5=m, size=z) for n, s, m, z in zip(names, sha256, md5, sizes, strict=True))
 
 
 _IDX = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
@@ -86,7 +105,7 @@ OFFICIAL_FILES: dict[str, tuple[RemoteFile, ...]] = {
         "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
         "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
         "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-    )),
+    ), sizes=(9_912_422, 28_881, 1_648_877, 4_542)),  # sizes as in shared/data/MANIFEST.md
     "fashion_mnist": _mirror("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", _IDX, md5=(
         "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
         "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310",
@@ -170,12 +189,63 @@ def _offline_env() -> bool:
     return os.environ.get("ANOMALENS_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _fetch(url: str, part: Path, timeout: float, chunk_size: int, progress: bool) -> None:
+class _Fatal(Exception):
+    """A limit was broken (deadline, throughput, size, disk): not retried, the .part is deleted."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(problem)
+        self.problem, self.fix = problem, fix
+
+
+def _default_deadline(size: int | None) -> float:
+    return max(600.0, (size or 0) / DEADLINE_RATE)
+
+
+class _Budget:
+    """The limits of one file's download, over all its attempts: deadline, throughput, size."""
+
+    def __init__(self, remote: RemoteFile, deadline: float | None, max_bytes: int):
+        self.fixed = deadline is not None
+        self.seconds = deadline if deadline is not None else _default_deadline(remote.size)
+        self.limit = remote.size + remote.size // 100 + (1 << 16) if remote.size else max_bytes
+        self.start = time.monotonic()
+        self.mark = (self.start, 0)
+
+    def left(self) -> float:
+        return self.start + self.seconds - time.monotonic()
+
+    def begin(self, done: int, total: int | None) -> None:
+        """A new attempt: restart the throughput window; a Content-Length beyond the cap is refused."""
+        self.mark = (time.monotonic(), done)
+        if total is not None and total > self.limit:
+            raise _Fatal(f"the server announces {total} bytes, more than the cap of {self.limit}",
+                         "check the URL; pass max_bytes= if the file really is that large")
+        if total is not None and not self.fixed:
+            self.seconds = max(self.seconds, _default_deadline(total))
+
+    def check(self, done: int) -> None:
+        if done > self.limit:
+            raise _Fatal(f"the server sent more than the cap of {self.limit} bytes",
+                         "the server is not sending the expected file: try another source; pass "
+                         "max_bytes= if the file really is that large")
+        now = time.monotonic()
+        if now - self.start > self.seconds:
+            raise _Fatal(f"not finished within the deadline of {self.seconds:g} s ({done} bytes received)",
+                         "run again on a faster connection or pass a longer deadline=")
+        if now - self.mark[0] >= RATE_WINDOW:
+            if done - self.mark[1] < MIN_RATE * RATE_WINDOW:
+                raise _Fatal(f"fewer than {MIN_RATE} bytes/s arrived over the last {RATE_WINDOW:.0f} s",
+                             "run again later or on a faster connection")
+            self.mark = (now, done)
+
+
+def _fetch(url: str, part: Path, timeout: float, chunk_size: int, progress: bool, budget: _Budget) -> None:
     """One HTTP attempt: append to ``part`` from where it stops (or restart if the server ignores Range)."""
     start = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": _USER_AGENT, **({"Range": f"bytes={start}-"} if start else {})}
     try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                          timeout=max(min(timeout, budget.left()), 0.01))
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and start:  # nothing left to send: the part is complete; the caller verifies it
             exc.close()
@@ -191,13 +261,20 @@ def _fetch(url: str, part: Path, timeout: float, chunk_size: int, progress: bool
         done = start if resumed else 0
         length = response.headers.get("Content-Length", "")
         total = done + int(length) if length.isdigit() else None
+        budget.begin(done, total)
         bar = _Progress(part.name.removesuffix(".part"), done, total, progress)
         try:
             with open(part, "ab" if resumed else "wb") as out:
-                while chunk := response.read(chunk_size):
+                while chunk := response.read1(chunk_size):  # read1: returns what arrived, so a trickle can't stall
                     out.write(chunk)
                     done += len(chunk)
                     bar.update(done)
+                    budget.check(done)
+        except OSError as exc:
+            if exc.errno in _DISK_FULL:
+                raise _Fatal(f"the disk is full ({exc.strerror})",
+                             "free space there, or point --data-root / ANOMALENS_DATA at a larger disk") from exc
+            raise
         finally:
             bar.update(done, final=True)
     if total is not None and done < total:  # http.client returns b"" rather than raising on early close
@@ -206,16 +283,25 @@ def _fetch(url: str, part: Path, timeout: float, chunk_size: int, progress: bool
 
 def _fetch_verified(
     remote: RemoteFile, final: Path, *, timeout: float = 30, retries: int = 3, progress: bool = True,
-    chunk_size: int = 1 << 20,
+    chunk_size: int = 1 << 20, deadline: float | None = None, max_bytes: int = MAX_DOWNLOAD_BYTES,
 ) -> Path:
     """Download with resume and bounded retries, verify, then atomically give the file its final name."""
     name, where = remote.filename, os.path.abspath(final.parent)
     final.parent.mkdir(parents=True, exist_ok=True)
     part = final.with_name(f"{name}.part")
+    budget = _Budget(remote, deadline, max_bytes)
     for attempt in range(retries + 1):
         try:
-            _fetch(remote.url, part, timeout, chunk_size, progress)
+            budget.check(part.stat().st_size if part.exists() else 0)  # the deadline covers retries too
+            _fetch(remote.url, part, timeout, chunk_size, progress, budget)
             break
+        except _Fatal as exc:
+            part.unlink(missing_ok=True)
+            raise DownloadError(
+                f"{name}: the download from {remote.url} into {where}{os.sep} was stopped: {exc.problem}; "
+                f"the partial file was deleted. Fix: {exc.fix}, or download {name} yourself and copy it "
+                f"into {where}{os.sep}"
+            ) from exc
         except urllib.error.HTTPError as exc:  # before URLError: it is a subclass
             exc.close()
             if exc.code < 500 or attempt == retries:
@@ -267,13 +353,17 @@ def _offline_error(missing: Sequence[tuple[RemoteFile, bool]], folder: Path, rea
 
 def download(
     remote: RemoteFile, folder: str | Path, *, timeout: float = 30, retries: int = 3, progress: bool = True,
-    chunk_size: int = 1 << 20,
+    chunk_size: int = 1 << 20, deadline: float | None = None, max_bytes: int = MAX_DOWNLOAD_BYTES,
 ) -> Path:
     """Return ``folder/<filename>``, downloading it first unless a verified copy is already there.
 
-    Raises ``DownloadError`` when offline or the server refuses, ``ChecksumError`` when the bytes are wrong.
+    ``timeout`` bounds each network wait; ``deadline`` the whole file, in seconds (default
+    ``max(600, size / 50 kB/s)``, the size published or announced); ``max_bytes`` caps files
+    without a published size. Raises ``DownloadError`` when offline, the server refuses, a limit
+    is broken or the disk is full; ``ChecksumError`` when the bytes are wrong.
     """
-    kw = {"timeout": timeout, "retries": retries, "progress": progress, "chunk_size": chunk_size}
+    kw = {"timeout": timeout, "retries": retries, "progress": progress, "chunk_size": chunk_size,
+          "deadline": deadline, "max_bytes": max_bytes}
     return download_all([remote], folder, **kw)[0]
 
 
@@ -284,6 +374,7 @@ def download_all(files: Sequence[RemoteFile], folder: str | Path, **kw) -> list[
     ``DownloadError`` lists every missing file, so an offline user learns everything to copy at once.
     """
     folder = Path(folder).expanduser()
+    remove_stale(folder, files)
     offline = "ANOMALENS_OFFLINE is set, so the network is not used; unset it to download"
     reason = offline if _offline_env() else ""
     paths: list[Path] = []
@@ -305,6 +396,37 @@ def download_all(files: Sequence[RemoteFile], folder: str | Path, **kw) -> list[
     if missing:
         raise _offline_error(missing, folder, reason) from cause
     return paths
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_stale(folder: Path, files: Sequence[RemoteFile] = ()) -> list[Path]:
+    """Delete what killed runs left in ``folder``; return what was deleted.
+
+    ``*.tmp`` files and ``.*.tmp-*`` folders (atomic writes, extraction) are deleted always: they are
+    never resumed. A ``.part`` is kept for resuming unless older than ``STALE_PART_DAYS`` days or
+    larger than the published size of its file. Run one download per folder at a time.
+    """
+    if not folder.is_dir():
+        return []
+    sizes = {f"{f.filename}.part": f.size for f in files if f.size}
+    old = time.time() - STALE_PART_DAYS * 86400
+    removed = []
+    for entry in folder.iterdir():
+        name = entry.name
+        stale = name.endswith(".tmp") or (name.startswith(".") and ".tmp-" in name)
+        if name.endswith(".part") and entry.is_file() and not entry.is_symlink():
+            stat = entry.stat()
+            stale = stat.st_mtime < old or stat.st_size > sizes.get(name, stat.st_size)
+        if stale:
+            _remove(entry)
+            removed.append(entry)
+    return removed
 
 
 # ---------------------------------------------------------------------------------------------- extract
@@ -405,6 +527,8 @@ def extract(archive: str | Path, target: str | Path) -> list[Path]:
                 _check_members(archive, [(m.name, _tar_kind(m), m.linkname) for m in arc.getmembers()])
                 unpack = lambda folder: arc.extractall(folder, **_TAR_FILTER)  # noqa: E731
             target.parent.mkdir(parents=True, exist_ok=True)
+            for stale in target.parent.glob(f".{target.name}.tmp-*"):  # left by a killed extraction
+                _remove(stale)
             tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
             try:
                 unpack(tmp)

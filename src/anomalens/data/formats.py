@@ -2,7 +2,8 @@
 
 Every reader checks what it parses (magic numbers, header sizes, matching label counts, image
 sizes in a folder) and raises ``DataFormatError`` naming the file and the fix, instead of letting a
-reshape deep inside numpy fail with a message nobody can act on.
+reshape deep inside numpy fail with a message nobody can act on. Every Pillow failure (unknown
+format, truncated file, decompression bomb) becomes a ``DataFormatError`` too.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import csv
 import gzip
 import io
 import pickle
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterable, Sequence
@@ -19,11 +21,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from anomalens.data.images import DefectImages
+from anomalens.data.images import DefectImages, as_uint8
 from anomalens.errors import DataFormatError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 _REDOWNLOAD = "delete the file and download it again (anomalens data download NAME)"
+# What Pillow raises on a file it cannot decode (ValueError/SyntaxError come from broken headers), and
+# on one too large to decode safely (the warning only arrives as an exception under -W error).
+_PIL_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
+_BOMBS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+_BOMB_FIX = ("if the image is genuine, raise PIL.Image.MAX_IMAGE_PIXELS before loading; otherwise "
+             "remove the file")
 
 # ---------------------------------------------------------------------------------------------- IDX
 
@@ -87,7 +95,10 @@ def read_idx_pair(images_path: str | Path, labels_path: str | Path) -> tuple[np.
             f"{len(labels)} labels for {len(images)} images in {Path(images_path).name}",
             "use the label file that belongs to these images (train with train, t10k with t10k)",
         )
-    return images.astype(np.uint8, copy=False), labels.astype(np.int64)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataFormatError(labels_path, f"labels are stored as {labels.dtype}, expected integers",
+                              "pass the *-labels-idx1-ubyte file as labels")
+    return as_uint8(images, images_path), labels.astype(np.int64)
 
 
 # ------------------------------------------------------------------------------------ CIFAR pickle
@@ -146,7 +157,7 @@ def read_cifar_batch(path: str | Path, label_key: str | None = None) -> tuple[np
     if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
         raise DataFormatError(path, f"data has shape {data.shape} for {len(labels)} labels, "
                               "expected (N, 3072)", _REDOWNLOAD)
-    return data.astype(np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), labels
+    return as_uint8(data, path).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), labels
 
 
 def read_cifar_names(meta_path: str | Path, key: str = "label_names") -> list[str]:
@@ -182,7 +193,7 @@ def decode_jpeg_array(path: str | Path, jpeg_bytes: np.ndarray, offsets: np.ndar
     if offsets.ndim != 1 or len(offsets) < 2 or offsets[-1] != len(jpeg_bytes):
         raise DataFormatError(path, "offsets do not cover the JPEG byte array", _REDOWNLOAD)
     buffer = jpeg_bytes.tobytes()
-    first = _decode_image(path, buffer[offsets[0]:offsets[1]], "RGB")
+    first = _decode_image(path, buffer[offsets[0]:offsets[1]], "RGB", index=0)
     out = np.empty((len(offsets) - 1, *first.shape), np.uint8)
     out[0] = first
     for i in range(1, len(out)):
@@ -191,34 +202,70 @@ def decode_jpeg_array(path: str | Path, jpeg_bytes: np.ndarray, offsets: np.ndar
 
 
 def _decode_image(path: str | Path, data: bytes, mode: str, index: int | None = None) -> np.ndarray:
+    where = f"image {index}" if index is not None else "image"
     try:
         with Image.open(io.BytesIO(data)) as img:
             return np.asarray(img.convert(mode))
-    except (OSError, UnidentifiedImageError) as e:
-        where = f"image {index}" if index is not None else "image"
+    except _BOMBS as e:
+        raise DataFormatError(path, f"{where} is a decompression bomb ({e})", _BOMB_FIX) from e
+    except _PIL_ERRORS as e:
         raise DataFormatError(path, f"{where} cannot be decoded ({e})", _REDOWNLOAD) from e
 
 
 # ----------------------------------------------------------------------------------- image folders
 
 
-def read_image(path: str | Path, mode: str | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
-    """One image file as (H, W, C) uint8, optionally converted to ``mode`` ('L' or 'RGB') and resized.
+def _to_8bit(img: Image.Image, path: Path) -> Image.Image:
+    """A 16/32-bit integer or float grayscale image as 8-bit 'L'; Pillow's own convert would clip.
 
-    size is (height, width). Truncated or non-image files raise ``DataFormatError`` naming the file.
+    Integer images are scaled by their bit depth (16-bit: value / 257, so 65535 -> 255) with a
+    warning naming the file; float images must already hold 0..255 (NaN or other values are refused).
+    """
+    values = np.asarray(img)
+    if img.mode == "F":  # round the fractions Pillow would round too; NaN and out-of-range are refused
+        return Image.fromarray(as_uint8(np.where(np.isfinite(values), np.round(values), values), path), "L")
+    bits = getattr(img, "tag_v2", {}).get(258, 16)  # TIFF BitsPerSample; 16 for I;16 PNG/PGM
+    bits = 16 if img.mode.startswith("I;16") else int(bits[0] if isinstance(bits, tuple) else bits)
+    top = 2**bits - 1
+    if values.min() < 0 or values.max() > top:
+        raise DataFormatError(path, f"{bits}-bit image (mode {img.mode}) holds values "
+                              f"{values.min()}..{values.max()}, outside 0..{top}",
+                              "save it as an 8-bit or 16-bit grayscale PNG")
+    warnings.warn(f"{path}: {bits}-bit image (mode {img.mode}) scaled to 8 bit (value * 255 / {top})",
+                  stacklevel=2)
+    return Image.fromarray(np.round(values.astype(np.float64) * (255 / top)).astype(np.uint8), "L")
+
+
+def read_image(path: str | Path, mode: str | None = None, size: tuple[int, int] | None = None,
+               crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """One image file as (H, W, C) uint8, optionally cropped to the box ``crop`` (Pillow's
+    left, upper, right, lower), converted to ``mode`` ('L' or 'RGB') and resized.
+
+    size is (height, width). 16-bit (and 32-bit integer) grayscale images are scaled to 8 bit by
+    their bit depth (16-bit: value / 257) with a warning naming the file; Pillow alone would clip
+    them, turning almost every pixel white. Float images must hold 0..255. Truncated, non-image
+    and oversized (decompression bomb) files raise ``DataFormatError`` naming the file.
     """
     path = Path(path)
     try:
         with Image.open(path) as img:
             img.load()
+            if img.mode.startswith("I") or img.mode == "F":
+                img = _to_8bit(img, path)
             if mode is None and img.mode not in ("L", "RGB"):
-                mode = "L" if img.mode in ("1", "I", "I;16", "F", "LA") else "RGB"
+                mode = "L" if img.mode in ("1", "LA") else "RGB"
             if mode is not None and img.mode != mode:
                 img = img.convert(mode)
+            if crop is not None:
+                img = img.crop(crop)
             if size is not None and img.size != (size[1], size[0]):
                 img = img.resize((size[1], size[0]), Image.BICUBIC)
             arr = np.asarray(img)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except _BOMBS as e:
+        raise DataFormatError(path, f"is a decompression bomb ({e})", _BOMB_FIX) from e
+    except DataFormatError:
+        raise
+    except _PIL_ERRORS as e:
         raise DataFormatError(path, f"cannot be read as an image ({e})",
                               "remove it from the folder or replace it with an intact image") from e
     return arr[..., None] if arr.ndim == 2 else arr
@@ -288,16 +335,27 @@ def read_image_folder(root: str | Path, mode: str | None = None, size: tuple[int
 # ------------------------------------------------------------------------------------------- GTSRB
 
 
-def _read_gt_csv(csv_path: Path) -> list[tuple[str, int, tuple[int, int, int, int]]]:
-    """Rows (file name, ClassId, ROI box) of an official GTSRB ground-truth CSV (';'-separated)."""
+def _read_gt_csv(csv_path: Path, base: Path, root: Path) -> list[tuple[Path, int, tuple[int, int, int, int]]]:
+    """Rows (image path, ClassId, ROI box) of an official GTSRB ground-truth CSV (';'-separated).
+
+    File names are taken relative to ``base``; a row whose file would lie outside ``root`` (``..``,
+    an absolute path, a symlink leading out) is refused, so a crafted CSV cannot read other files.
+    """
     try:
         with open(csv_path, newline="") as f:
             rows = list(csv.DictReader(f, delimiter=";"))
-        return [(r["Filename"], int(r["ClassId"]),
-                 (int(r["Roi.X1"]), int(r["Roi.Y1"]), int(r["Roi.X2"]), int(r["Roi.Y2"]))) for r in rows]
+        entries = [(r["Filename"], int(r["ClassId"]),
+                    (int(r["Roi.X1"]), int(r["Roi.Y1"]), int(r["Roi.X2"]), int(r["Roi.Y2"]))) for r in rows]
     except (KeyError, ValueError, TypeError) as e:
         raise DataFormatError(csv_path, f"not a GTSRB ground-truth CSV ({e!r})",
                               "use the GT-*.csv shipped with GTSRB (columns Filename;...;ClassId)") from e
+    inside = root.resolve()
+    for line, (name, _, _) in enumerate(entries, start=2):  # line 1 is the header
+        if not (base / name).resolve().is_relative_to(inside):
+            raise DataFormatError(csv_path, f"line {line}: Filename {name!r} points outside the dataset "
+                                  f"folder {root}; nothing was read",
+                                  "use the GT csv shipped with GTSRB, whose rows name files next to it")
+    return [(base / name, cls, roi) for name, cls, roi in entries]
 
 
 def read_gtsrb_folder(folder: str | Path, csv_path: str | Path | None = None, size: int = 32,
@@ -311,23 +369,19 @@ def read_gtsrb_folder(folder: str | Path, csv_path: str | Path | None = None, si
     """
     folder = Path(folder)
     if csv_path is not None:
-        entries = [(folder / name, cls, roi) for name, cls, roi in _read_gt_csv(Path(csv_path))]
+        entries = _read_gt_csv(Path(csv_path), folder, folder)
     else:
         csvs = sorted(folder.glob("*/GT-*.csv"))
         if not csvs:
             raise DataFormatError(folder, "no GT-*.csv files in its class sub-folders",
                                   "pass Final_Training/Images, or Final_Test/Images with csv_path")
-        entries = [(c.parent / name, cls, roi) for c in csvs for name, cls, roi in _read_gt_csv(c)]
+        entries = [entry for c in csvs for entry in _read_gt_csv(c, c.parent, folder)]
     images = np.empty((len(entries), size, size, 3), np.uint8)
     for i, (path, _, roi) in enumerate(entries):
         if not path.is_file():
             raise DataFormatError(path, "listed in the GT csv but missing", "restore the extracted archive")
-        if crop_roi:
-            with Image.open(path) as img:
-                img = img.convert("RGB").crop((roi[0], roi[1], roi[2] + 1, roi[3] + 1))
-                images[i] = np.asarray(img.resize((size, size), Image.BICUBIC))
-        else:
-            images[i] = read_image(path, "RGB", (size, size))
+        box = (roi[0], roi[1], roi[2] + 1, roi[3] + 1) if crop_roi else None
+        images[i] = read_image(path, "RGB", (size, size), crop=box)
     return images, np.asarray([cls for _, cls, _ in entries], np.int64)
 
 
