@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import pytest
 import torch
@@ -10,12 +11,13 @@ from torch import nn
 
 from anomalens.data.addata import ADData
 from anomalens.detectors.oe import OEDetector
-from anomalens.explain.counterfactual import ALPHAS, CEConfig, CounterfactualExplainer, discretise
-from anomalens.explain.counterfactual_training import (
+from anomalens.explain.counterfactual import CEConfig, CounterfactualExplainer
+from anomalens.explain.counterfactual_losses import (
+    ALPHAS,
     collapse_warnings,
+    discretise,
     discriminator_loss,
     generator_losses,
-    train_explainer,
 )
 from anomalens.metrics import counterfactual as cfm
 
@@ -49,7 +51,7 @@ def test_discretise_picks_nearest_level():
 
 
 def test_loss_terms_are_finite_and_reconstruction_is_zero_for_identity_generator():
-    explainer = CounterfactualExplainer(SHAPE, _config())
+    explainer = CounterfactualExplainer(_config(), SHAPE)
     detector = OEDetector("bce", SHAPE).eval()
     x = _data().train_normal[:8]
     total, terms, x_bar, level = generator_losses(explainer, detector, x, torch.Generator().manual_seed(0),
@@ -65,7 +67,7 @@ def test_loss_terms_are_finite_and_reconstruction_is_zero_for_identity_generator
 
 
 def test_hinge_loss_is_zero_when_the_discriminator_is_confident_and_positive_otherwise():
-    explainer = CounterfactualExplainer(SHAPE, _config())
+    explainer = CounterfactualExplainer(_config(), SHAPE)
 
     class Fixed(nn.Module):
         def forward(self, x, condition=None):
@@ -80,15 +82,15 @@ def test_hinge_loss_is_zero_when_the_discriminator_is_confident_and_positive_oth
 
 def test_untrained_generator_is_flagged_as_collapsed_and_training_fixes_the_conditioning():
     data = _data()
-    explainer = CounterfactualExplainer(SHAPE, _config(steps=20))
+    explainer = CounterfactualExplainer(_config(steps=20), SHAPE)
     warnings = collapse_warnings(explainer, data.train_oe[:4])
     assert any("concept collapse" in w for w in warnings) and any("ignores the target" in w for w in warnings)
     detector = OEDetector("bce", SHAPE).eval()
-    explainer.fit(detector, data, log=lambda *a: None)
-    out = explainer.explain(data.train_oe[:4], detector)
-    assert out.images.shape == (4, 2, *SHAPE) and out.scores.shape == (4, 2)
-    assert 0 <= out.images.min() and out.images.max() <= 1
-    assert (out.images[:, 0] - out.images[:, 1]).abs().mean() > 1e-4  # different concepts, different images
+    explainer.fit(detector, data)
+    out = explainer.explain(data.train_oe[:4])
+    assert out.outputs.shape == (4, 2, *SHAPE) and out.score_after.shape == (4, 2)
+    assert 0 <= out.outputs.min() and out.outputs.max() <= 1
+    assert (out.outputs[:, 0] - out.outputs[:, 1]).abs().mean() > 1e-4  # different concepts, different images
 
 
 def test_detector_stays_frozen_and_l_phi_falls():
@@ -99,9 +101,9 @@ def test_detector_stays_frozen_and_l_phi_falls():
     detector = OEDetector("bce", SHAPE)
     detector.fit(data, TrainConfig(epochs=10, batch_size=16, progress=False))
     before = {k: v.clone() for k, v in detector.state_dict().items()}
-    explainer = CounterfactualExplainer(SHAPE, _config(steps=60, log_every=30, lambda_rec=0.1, lambda_gan=0,
-                                                       lambda_r=0, lr=1e-3))
-    explainer.fit(detector, data, log=lambda *a: None)
+    explainer = CounterfactualExplainer(_config(steps=60, log_every=30, lambda_rec=0.1, lambda_gan=0,
+                                                       lambda_r=0, lr=1e-3), SHAPE)
+    explainer.fit(detector, data)
     first, last = explainer.history[0], explainer.history[-1]  # means over steps 1-30 and 31-60
     assert [first["step"], last["step"]] == [30, 60]
     assert last["loss_phi"] < first["loss_phi"]
@@ -109,21 +111,24 @@ def test_detector_stays_frozen_and_l_phi_falls():
     assert all(p.requires_grad for p in detector.parameters())
 
 
-def test_save_load_round_trip_and_resume(tmp_path):
+def test_save_load_round_trip_and_resume_equals_an_uninterrupted_run(tmp_path, caplog):
     data = _data()
     detector = OEDetector("bce", SHAPE).eval()
-    explainer = CounterfactualExplainer(SHAPE, _config(steps=6, checkpoint_dir=str(tmp_path / "ck"),
-                                                       checkpoint_every=3))
-    explainer.fit(detector, data, log=lambda *a: None)
+    explainer = CounterfactualExplainer(_config(steps=6, checkpoint_dir=str(tmp_path / "ck"), checkpoint_every=3),
+                                        SHAPE)
+    explainer.fit(detector, data)
     path = explainer.save(tmp_path / "explainer.safetensors")
-    loaded = CounterfactualExplainer.load(path)
+    loaded = CounterfactualExplainer.load(path, detector)
     x = data.train_oe[:4]
-    assert torch.equal(explainer.explain(x, detector).images, loaded.explain(x, detector).images)
+    assert torch.equal(explainer.explain(x).outputs, loaded.explain(x).outputs)
     assert loaded.step == 6
-    resumed = CounterfactualExplainer(SHAPE, _config(steps=8, checkpoint_dir=str(tmp_path / "ck")))
-    messages = []
-    train_explainer(resumed, detector, data, log=messages.append)
-    assert resumed.step == 8 and any("resumed the explainer at step 6" in m for m in messages)
+    resumed = CounterfactualExplainer(_config(steps=8, checkpoint_dir=str(tmp_path / "ck")), SHAPE)
+    with caplog.at_level(logging.INFO, logger="anomalens"):
+        resumed.fit(detector, data)
+    assert resumed.step == 8 and "explainer: resumed at step 6" in caplog.text
+    straight = CounterfactualExplainer(_config(steps=8), SHAPE).fit(detector, data)
+    for name, value in straight.state_tensors().items():  # the resumed run equals an uninterrupted one
+        assert torch.equal(value, resumed.state_tensors()[name]), name
 
 
 def test_load_refuses_a_detector_file(tmp_path):
@@ -138,7 +143,7 @@ def test_bad_config_is_refused():
     from anomalens.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown explainer profile"):
-        CounterfactualExplainer(SHAPE, CEConfig(profile="huge"))
+        CounterfactualExplainer(CEConfig(profile="huge"), SHAPE)
     with pytest.raises(ConfigError, match="unknown explainer recipe"):
         CEConfig.recipe("fast")
 
@@ -201,15 +206,15 @@ def test_every_detector_and_image_format_can_be_explained(objective, shape):
                   train_anomalies=oe if objective == "supervised" else None,
                   test_x=torch.cat([normal[:4], oe[:4]]), test_y=torch.tensor([0] * 4 + [1] * 4), name="random")
     detector = OEDetector(objective, shape).eval()
-    explainer = CounterfactualExplainer(shape, _config(steps=2)).fit(detector, data, log=lambda *a: None)
+    explainer = CounterfactualExplainer(_config(steps=2), shape).fit(detector, data)
     out = explainer.explain(oe[:3])  # the fitted detector is the default
-    assert out.images.shape == (3, 2, *shape) and out.scores.shape == (3, 2)
-    assert ((0 <= out.scores) & (out.scores <= 1)).all() and out.input_scores.shape == (3,)
+    assert out.outputs.shape == (3, 2, *shape) and out.score_after.shape == (3, 2)
+    assert ((0 <= out.score_after) & (out.score_after <= 1)).all() and out.score_before.shape == (3,)
 
 
 def test_warmup_trains_the_generator_towards_the_identity():
     data = _data()
-    explainer = CounterfactualExplainer(SHAPE, _config(steps=40, warmup_steps=40, log_every=20, lr=2e-3))
-    explainer.fit(OEDetector("bce", SHAPE).eval(), data, log=lambda *a: None)
+    explainer = CounterfactualExplainer(_config(steps=40, warmup_steps=40, log_every=20, lr=2e-3), SHAPE)
+    explainer.fit(OEDetector("bce", SHAPE).eval(), data)
     first, last = explainer.history
-    assert set(first) == {"step", "loss_rec"} and last["loss_rec"] < first["loss_rec"]
+    assert set(first) == {"step", "loss_rec", "seconds", "lr"} and last["loss_rec"] < first["loss_rec"]

@@ -156,16 +156,20 @@ def test_nan_loss_raises_and_keeps_checkpoint(glyph_task, tmp_path: Path, monkey
     monkeypatch.setattr(detector.objective, "loss", loss)
     cfg = TrainConfig(epochs=3, batch_size=16, max_steps_per_epoch=2, progress=False,
                       checkpoint_dir=str(tmp_path))
-    with pytest.raises(TrainingDivergedError, match="loss became nan at epoch 2, step 1.*last good checkpoint"):
+    with pytest.raises(TrainingDivergedError, match=r"loss became nan at step 3 \(epoch 2/3\).*last good checkpoint"):
         detector.fit(glyph_task, cfg)
-    assert (tmp_path / "epoch_0001.safetensors").exists()
+    assert (tmp_path / "step_000002.safetensors").exists()  # the checkpoint of epoch 1 (2 steps per epoch)
 
 
-def test_dsvdd_pretraining_runs(glyph_task) -> None:
+def test_dsvdd_pretraining_trains_the_network_as_an_encoder(glyph_task) -> None:
+    from anomalens.detectors.training import pretrain_autoencoder
+
     detector = OEDetector("dsvdd", glyph_task.image_shape)
-    detector.fit(glyph_task, TrainConfig(epochs=1, pretrain_epochs=1, batch_size=32, max_steps_per_epoch=3,
-                                         progress=False))
-    assert detector.center.abs().min() >= 0.1 - 1e-6  # centre coordinates kept away from 0
+    before = {k: v.clone() for k, v in detector.net.state_dict().items()}
+    cfg = TrainConfig(epochs=1, pretrain_epochs=3, batch_size=64, pretrain_lr=3e-3, progress=False)
+    history = pretrain_autoencoder(detector, glyph_task.train_normal[:512], cfg, torch.Generator().manual_seed(0))
+    assert len(history) == 3 and history[-1]["loss"] < 0.8 * history[0]["loss"]  # it learns to reconstruct
+    assert any(not torch.equal(before[k], v) for k, v in detector.net.state_dict().items())
 
 
 # --------------------------------------------------------------------------------- persistence

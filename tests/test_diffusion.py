@@ -75,23 +75,33 @@ def test_resume_continues_exactly_where_the_checkpoint_left_off(tmp_path):
     assert resumed.step == 7 and [h["step"] for h in history] == list(range(1, 8))
     for a, b in zip(resumed.state_dict().values(), straight.state_dict().values()):
         assert torch.equal(a, b)
-    assert (tmp_path / "epoch_0007.safetensors").exists()
+    assert (tmp_path / "step_000007.safetensors").exists()
 
 
-def test_ctrl_c_saves_a_checkpoint_then_reraises(tmp_path, monkeypatch):
+def test_ctrl_c_saves_a_checkpoint_then_reraises_and_the_resumed_run_is_exact(tmp_path, monkeypatch):
+    import os
+    import signal
+
     model = DiffusionModel(_config())
     update = DiffusionModel.update_ema
 
     def interrupt_at_step_3(self):
         update(self)
         if self.step == 3:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of step 3: held until the step ends
 
     monkeypatch.setattr(DiffusionModel, "update_ema", interrupt_at_step_3)
     with pytest.raises(KeyboardInterrupt):
-        train_diffusion(model, _images(), _config(steps=10, checkpoint_every=100), checkpoint_dir=tmp_path,
+        train_diffusion(model, _images(), _config(steps=5, checkpoint_every=100), checkpoint_dir=tmp_path,
                         progress=False)
-    assert (tmp_path / "epoch_0003.safetensors").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["step_000003.safetensors"]
+    monkeypatch.setattr(DiffusionModel, "update_ema", update)
+    resumed = DiffusionModel(_config())
+    train_diffusion(resumed, _images(), _config(steps=5), checkpoint_dir=tmp_path, progress=False)
+    straight = DiffusionModel(_config())
+    train_diffusion(straight, _images(), _config(steps=5), progress=False)
+    for a, b in zip(resumed.state_dict().values(), straight.state_dict().values()):
+        assert torch.equal(a, b)
 
 
 def test_nan_loss_names_the_last_checkpoint(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import torch
 
 from anomalens import maps
 from anomalens.detectors.oe import OEDetector
-from anomalens.explain.heatmap import gradient_heatmaps
+from anomalens.explain.heatmap import HeatmapConfig, HeatmapExplainer
 from anomalens.metrics.pixel import binary_scores, pixel_auc, threshold_metrics, win_rate
 
 
@@ -67,11 +67,13 @@ def test_gradient_heatmaps_shapes(method: str) -> None:
     torch.manual_seed(0)
     detector = OEDetector("hsc", (3, 28, 28)).train()
     x = torch.rand(5, 3, 28, 28)
-    result = gradient_heatmaps(detector, x, method, batch_size=2)
+    explainer = HeatmapExplainer(HeatmapConfig(method, batch_size=2)).fit(detector)
+    result = explainer.explain(x)
     assert result.maps.shape == (5, 28, 28) and bool((result.maps >= 0).all()) and result.maps.sum() > 0
-    assert torch.allclose(result.scores, detector.eval().score(x), atol=1e-6)
+    assert result.method == method and result.outputs is None
+    assert torch.allclose(result.score_before, detector.eval().score(x), atol=1e-6)
     detector.train()
-    gradient_heatmaps(detector, x[:1], method)
+    explainer.explain(x[:1])
     assert detector.training
     with pytest.raises(ValueError, match="unknown heatmap method"):
-        gradient_heatmaps(detector, x, "lime")
+        HeatmapConfig("lime")

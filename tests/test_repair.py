@@ -18,6 +18,7 @@ from anomalens.detectors.flow import FlowDetector
 from anomalens.detectors.oe import OEDetector
 from anomalens.detectors.training import TrainConfig
 from anomalens.explain.diffusion import DiffusionConfig, DiffusionModel, train_diffusion
+from anomalens.explain.registry import create as create_explainer
 from anomalens.explain.repair import RepairConfig, RepairExplainer, property_loss, repair_batch, timesteps
 from anomalens.maps import spread
 from anomalens.metrics import properties as pm
@@ -184,14 +185,29 @@ def test_masked_infilling_keeps_the_rest_equal_to_the_original_noised_to_the_sam
 def test_guided_repair_lowers_the_score_more_than_unguided(defects):
     data, detector, diffusion = defects
     x_bad = data.test_x[data.test_y == 1][:6]
-    explainer = RepairExplainer(RepairConfig(strength=0.4, sampler="ddim", steps=12, guidance=1.0),
-                                diffusion, FeatureThresholds.fit(detector, data.train_normal), detector)
-    guided = explainer.explain(x_bad, progress=False)
-    unguided = explainer.explain(x_bad, progress=False, guidance=0.0)
-    assert guided.x_fix.shape == x_bad.shape and 0 <= guided.x_fix.min() and guided.x_fix.max() <= 1
-    assert guided.score_after.mean() < unguided.score_after.mean()
-    assert guided.score_after.mean() < guided.score_before.mean()
-    assert math.isfinite(guided.seconds_per_image) and guided.seconds_per_image > 0
+    cfg = RepairConfig(strength=0.4, sampler="ddim", steps=12, guidance=1.0, progress=False)
+    explainer = RepairExplainer(cfg, diffusion).fit(detector, data)  # the diffusion model is given: no training
+    assert diffusion.step == 150 and explainer.thresholds.tau.shape == x_bad.shape[-2:]
+    guided = explainer.explain(x_bad)
+    unguided = explainer.explain(x_bad, guidance=0.0)
+    x_fix = guided.outputs[:, 0]
+    assert guided.outputs.shape == (6, 1, *x_bad.shape[1:]) and 0 <= x_fix.min() and x_fix.max() <= 1
+    assert guided.extras["omega"].shape == (6, *x_bad.shape[-2:]) and guided.score_after.shape == (6, 1)
+    raw_guided, raw_unguided = detector.scores(x_fix), detector.scores(unguided.outputs[:, 0])
+    assert raw_guided.mean() < raw_unguided.mean() and raw_guided.mean() < detector.scores(x_bad).mean()
+    seconds = float(guided.extras["seconds_per_image"])
+    assert math.isfinite(seconds) and seconds > 0
+
+
+def test_repair_explainer_fit_trains_the_diffusion_model_and_resumes(defects, tmp_path):
+    data, detector, _ = defects
+    options = {"diffusion": {"profile": "tiny", "steps": 3, "batch_size": 4, "checkpoint_every": 2},
+               "checkpoint_dir": str(tmp_path), "progress": False}
+    explainer = create_explainer("repair", **options)
+    assert isinstance(explainer, RepairExplainer) and explainer.fit(detector, data) is explainer
+    assert explainer.diffusion.step == 3 and (tmp_path / "step_000003.safetensors").is_file()
+    longer = create_explainer("repair", **{**options, "diffusion": {**options["diffusion"], "steps": 4}})
+    assert longer.fit(detector, data).diffusion.step == 4  # a larger budget continues from the checkpoint
 
 
 def test_repair_explainer_refuses_a_non_decomposable_detector(defects):
@@ -219,7 +235,7 @@ def test_cli_repair_writes_grids_metrics_and_report(tmp_path, capsys):
         assert 0 <= metrics[mode]["tnr"] <= 1 and metrics[mode]["seconds_per_image"] > 0
     assert set(metrics["improvement_over_unguided"]) == {*pm.METRICS, "s_omega_fix"}
     assert "TNR at 95% conformal" in (repaired / "report.html").read_text()
-    assert "guided vs unguided" in capsys.readouterr().out
+    assert "guided vs unguided" in capsys.readouterr().err  # logged
     # a detector whose score is not decomposable is refused with the fix, before any training
     hsc = tmp_path / "hsc"
     assert cli.main(["train", "--dataset", "synthetic_defects/stripes", "--detector", "hsc", "--oe", "confetti",

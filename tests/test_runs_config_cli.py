@@ -13,10 +13,11 @@ import yaml
 
 from anomalens import cli
 from anomalens.atomic import atomic_write_text
+from anomalens.checkpoints import last_checkpoint, save_checkpoint
 from anomalens.config import from_dict, load_config
 from anomalens.errors import ConfigError
 from anomalens.metrics.detection import auroc, score_distance
-from anomalens.runs import Run, last_checkpoint, save_checkpoint
+from anomalens.runs import Run, RunExistsError
 
 # ------------------------------------------------------------------------------------------- runs
 
@@ -34,12 +35,38 @@ def test_run_folder_records_config_seed_versions(tmp_path: Path) -> None:
     assert not list((tmp_path / "r").glob(".*tmp"))  # no temporary files left behind
 
 
-def test_run_refuses_other_config_on_resume(tmp_path: Path) -> None:
-    Run.create(tmp_path, {"a": 1}, seed=0)
-    again = Run.create(tmp_path, {"a": 1}, seed=0)
-    assert len(again.info["resumed_at"]) == 1
-    with pytest.raises(FileExistsError, match="another config"):
-        Run.create(tmp_path, {"a": 2}, seed=0)
+def test_run_refuses_other_config_on_resume_but_continues_with_another_budget(tmp_path: Path) -> None:
+    Run.create(tmp_path, {"a": 1, "steps": 10}, seed=0).finish()
+    again = Run.create(tmp_path, {"a": 1, "steps": 10}, seed=0)
+    assert len(again.info["resumed_at"]) == 1 and again.info["status"] == "running"
+    with pytest.raises(RunExistsError, match=r"another config \(changed: a\)"):
+        Run.create(tmp_path, {"a": 2, "steps": 10}, seed=0)
+    more = Run.create(tmp_path, {"a": 1, "steps": 20, "minutes": 5}, seed=0)  # a new budget continues the run
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["steps"] == 20 and more.info["resumed_at"]
+
+
+def test_a_failed_first_attempt_does_not_block_the_corrected_command(tmp_path: Path) -> None:
+    run = Run.create(tmp_path, {"dataset": "mnsit"}, seed=0)
+    with pytest.raises(ValueError), run.recording():
+        raise ValueError("unknown dataset 'mnsit'")
+    info = json.loads((tmp_path / "run.json").read_text())
+    assert info["status"] == "failed" and "mnsit" in info["error"]
+    fixed = Run.create(tmp_path, {"dataset": "mnist"}, seed=0)  # nothing was trained: start afresh
+    with fixed.recording():
+        pass
+    info = json.loads((tmp_path / "run.json").read_text())
+    assert info["status"] == "completed" and info["error"] is None and info["resumed_at"] == []
+
+
+def test_run_files_follow_the_umask(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o002)
+    try:
+        Run.create(tmp_path / "shared", {"a": 1}, seed=0)
+    finally:
+        os.umask(old)
+    assert oct((tmp_path / "shared" / "config.yaml").stat().st_mode & 0o777) == oct(0o664)
 
 
 def test_seeding_is_reproducible(tmp_path: Path) -> None:
@@ -54,10 +81,10 @@ def test_checkpoints_resume_from_last_complete(tmp_path: Path) -> None:
     assert last_checkpoint(folder) is None
     for epoch in (1, 2, 3):
         save_checkpoint(folder, epoch, {"w": torch.full((2,), float(epoch))}, {"loss": 1.0 / epoch}, keep=2)
-    assert sorted(p.name for p in folder.iterdir()) == ["epoch_0002.safetensors", "epoch_0003.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["step_000002.safetensors", "step_000003.safetensors"]
     epoch, tensors, meta = last_checkpoint(folder)
     assert epoch == 3 and tensors["w"].tolist() == [3.0, 3.0] and meta == {"loss": pytest.approx(1 / 3)}
-    newest = folder / "epoch_0003.safetensors"
+    newest = folder / "step_000003.safetensors"
     newest.write_bytes(newest.read_bytes()[:20])  # damaged by hand: the previous one is used
     epoch, tensors, _ = last_checkpoint(folder)
     assert epoch == 2 and tensors["w"].tolist() == [2.0, 2.0]
@@ -147,7 +174,8 @@ def test_cli_errors_are_one_clear_line(tmp_path: Path, capsys, monkeypatch) -> N
 
 def test_demo_writes_a_complete_run(tmp_path: Path, capsys) -> None:
     assert cli.main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out + captured.err  # the narration is logged to stderr
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert 0.5 < metrics["pixel_knn"]["ad_auroc"] <= 1.0  # a real detector score, better than chance
     assert metrics["bce"]["ad_auroc"] > 0.6
@@ -194,8 +222,9 @@ def test_cli_train_writes_run_and_resumes(tmp_path: Path, capsys) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["ad_auroc"] > 0.6 and 0 <= metrics["score_distance"] <= 1
     assert yaml.safe_load((out / "config.yaml").read_text())["epochs"] == 1  # the flag overrides the file
-    for name in ("detector.safetensors", "images/roc.png", "images/scores.png", "checkpoints/epoch_0001.safetensors"):
+    for name in ("detector.safetensors", "images/roc.png", "images/scores.png"):
         assert (out / name).is_file(), name
+    assert len(list((out / "checkpoints").glob("step_*.safetensors"))) == 1  # one epoch, one checkpoint
     assert cli.main(["train", str(config), "--epochs", "1", "--out", str(out)]) == 0  # resumes: nothing to train
     info = json.loads((out / "run.json").read_text())
     assert len(info["resumed_at"]) == 1 and info["status"] == "completed"

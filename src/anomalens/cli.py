@@ -7,7 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from anomalens.device import DEVICES
 from anomalens.errors import AnomalensError
+from anomalens.logs import setup_logging
 
 EXAMPLES = {
     "data list": "examples:\n  anomalens data list\n  ANOMALENS_DATA=../shared/data anomalens data list\n"
@@ -27,6 +29,7 @@ EXAMPLES = {
                "  anomalens explain runs/flow --method repair --minutes 20\n"
                "  anomalens explain --detector det.safetensors --dataset mnist --normal 7 --oe kmnist "
                "--method counterfactual --out runs/ce",
+    "list": "examples:\n  anomalens list\n  anomalens list --json",
     "demo": "examples:\n  anomalens demo\n  anomalens demo --out runs/my-demo --seed 3",
 }
 
@@ -66,8 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="run folder; rerunning resumes from its last checkpoint")
     train.add_argument("--dataset")
     train.add_argument("--normal", help="normal class(es) '7' or '1,3', or a rule 'red or one'")
-    train.add_argument("--detector", choices=["bce", "focal", "hsc", "deepsad", "dsvdd", "supervised", "fcdd", "aexad",
-                                              "ae", "flow"],
+    train.add_argument("--detector", choices=detector_names(),
                        help="ae and flow are the reconstruction and normalising-flow detectors AR-Pro repairs")
     train.add_argument("--oe", help="Outlier-Exposure dataset, e.g. kmnist, kmnist+glyph_letters, confetti")
     train.add_argument("--oe-size", type=int, help="number of OE images (default: all)")
@@ -92,12 +94,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--bf16", action="store_const", const=True, help="bfloat16 autocast (faster on CPU)")
     train.add_argument("--seed", type=int)
     train.add_argument("--data-root", help=root_help)
+    train.add_argument("--device", choices=DEVICES, help="auto (default): CUDA, then MPS, then CPU")
 
     explain = commands.add_parser("explain", help="explain the test anomalies of a training run",
                                   formatter_class=fmt, epilog=EXAMPLES["explain"])
     explain.add_argument("run_dir", nargs="?", help="folder of a finished `anomalens train` run")
-    explain.add_argument("--method", default="heatmap",
-                         choices=["heatmap", "gradient", "gradient_x_input", "counterfactual", "repair"],
+    explain.add_argument("--method", default="heatmap", choices=explainer_names(),
                          help="heatmap: the detector's own map (FCDD, AE-XAD) or its input gradient; "
                               "counterfactual: train the concept-disentangled GAN explainer; "
                               "repair: AR-Pro property-guided diffusion repair (decomposable detectors)")
@@ -109,11 +111,13 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--oe", help="Outlier-Exposure set the explainer trains on, e.g. kmnist")
     explain.add_argument("--colored", action="store_true", help="the 7-colour variant of --dataset")
     explain.add_argument("--out", help="run folder to create for --detector")
+    explain.add_argument("--device", choices=DEVICES, help="auto (default): CUDA, then MPS, then CPU")
     ce = explain.add_argument_group("counterfactual explainer (defaults: the CPU recipe, see README)")
     ce.add_argument("--recipe", default="cpu", help="cpu (measured on 2 CPU cores) or paper (appendix E.1)")
     ce.add_argument("--profile", help="network widths: tiny, cpu or paper")
-    ce.add_argument("--steps", type=int)
-    ce.add_argument("--minutes", type=float, help="stop training after this long (checkpointed; rerun resumes)")
+    ce.add_argument("--steps", type=int, help="training budget in steps (the same result on any machine); a rerun "
+                                              "with more steps continues from the last checkpoint")
+    ce.add_argument("--minutes", type=float, help="optional cap: stop after this long (checkpointed; rerun resumes)")
     ce.add_argument("--concepts", type=int)
     for name in ("lambda_gan", "lambda_phi", "lambda_rec", "lambda_r", "lr", "phi_noise"):
         ce.add_argument("--" + name.replace("_", "-"), type=float)
@@ -143,6 +147,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quick", action="store_true", help="a smoke run in under a minute; its numbers mean nothing")
+    demo.add_argument("--device", choices=DEVICES, default="auto", help="auto (default): CUDA, then MPS, then CPU")
+
+    listing = commands.add_parser("list", help="the registered detectors and explanation methods")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of text")
     return parser
 
 
@@ -212,7 +220,7 @@ def _explain(args: argparse.Namespace) -> None:
     if args.method != "counterfactual":
         from anomalens.experiments.explain_run import explain_run
 
-        explain_run(run_dir, args.method)
+        explain_run(run_dir, args.method)  # heatmaps need no device: they are cheap
         return
     from anomalens.experiments.counterfactual_run import explain_counterfactuals, explain_images
     from anomalens.explain.counterfactual import CEConfig
@@ -222,33 +230,63 @@ def _explain(args: argparse.Namespace) -> None:
         return
     keys = ("profile", "steps", "minutes", "concepts", "lambda_gan", "lambda_phi", "lambda_rec", "lambda_r", "lr",
             "phi_noise", "d_every", "conditional_d", "bf16", "seed")
-    cfg = CEConfig.recipe(args.recipe, **{k: getattr(args, k) for k in keys if getattr(args, k) is not None})
+    options = {k: getattr(args, k) for k in (*keys, "device") if getattr(args, k) is not None}
+    cfg = CEConfig.recipe(args.recipe, **options)
     explain_counterfactuals(run_dir, cfg, fid_features=args.fid_features, with_sub_auroc=not args.no_sub_auroc)
 
 
 def _repair(args: argparse.Namespace, run_dir: str) -> None:
+    from anomalens.config import from_dict
     from anomalens.experiments.repair_run import explain_repairs
     from anomalens.explain.repair import RepairConfig
 
     names = {"strength": "strength", "sampler": "sampler", "sample_steps": "steps", "guidance": "guidance",
              "lambdas": "weights", "delta4": "delta4", "seed": "seed"}
-    cfg = RepairConfig(**{field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None})
-    diffusion = {k: getattr(args, k) for k in ("profile", "steps", "minutes", "bf16", "seed")
-                 if getattr(args, k) is not None}
-    explain_repairs(run_dir, cfg, diffusion, max_anomalies=args.max_anomalies, baseline=not args.no_baseline)
+    options = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
+    options["diffusion"] = {k: getattr(args, k) for k in ("profile", "steps", "minutes", "bf16", "seed", "device")
+                            if getattr(args, k) is not None}
+    cfg = from_dict(RepairConfig, options, "command line")
+    explain_repairs(run_dir, cfg, max_anomalies=args.max_anomalies, baseline=not args.no_baseline)
+
+
+def _list(as_json: bool) -> None:
+    from anomalens.detectors import registry as detectors
+    from anomalens.explain import registry as explainers
+
+    found = {"detectors": detectors.names(), "explainers": explainers.names()}
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return
+    for kind, names in found.items():
+        print(f"{kind}: {', '.join(names)}")
+
+
+def detector_names() -> list[str]:
+    from anomalens.detectors.registry import names
+
+    return names()
+
+
+def explainer_names() -> list[str]:
+    from anomalens.explain.registry import names
+
+    return names()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    setup_logging()
     try:
-        if args.command == "train":
+        if args.command == "list":
+            _list(args.json)
+        elif args.command == "train":
             _train(args)
         elif args.command == "explain":
             _explain(args)
         elif args.command == "demo":
             from anomalens.demo import DemoConfig, run_demo
 
-            run_demo(args.out, DemoConfig(seed=args.seed, quick=args.quick))
+            run_demo(args.out, DemoConfig(seed=args.seed, quick=args.quick, device=args.device))
         elif args.data_command == "list":
             from anomalens.data.catalog import catalog_rows
 
@@ -262,12 +300,21 @@ def main(argv: list[str] | None = None) -> int:
         elif args.data_command == "download":
             _download(args.name, args.data_root)
     except (AnomalensError, ValueError) as e:
-        print(f"anomalens: error: {e}", file=sys.stderr)
+        print(f"anomalens: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # disk full, read-only folder, --out is a file ...: the OS's words and the path
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"anomalens: error: {e.strerror or e}{where}. Fix: check the path, its permissions and the free "
+              "disk space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("anomalens: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
 
 
 if __name__ == "__main__":

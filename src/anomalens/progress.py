@@ -1,7 +1,8 @@
-"""Progress lines for long loops: epoch, step, loss, speed and ETA, on stderr.
+"""The one progress display of every long loop: step, the loss terms, speed and ETA, on stderr.
 
-On a terminal the line is redrawn in place at most every 0.5 s; elsewhere (CI logs, files) one
-line per epoch is printed, so logs stay readable.
+On a terminal the line is redrawn in place at most every 0.5 s. Elsewhere (CI logs, ``> file``,
+a Ray worker) a complete line is written and flushed every ``every`` steps, so a log file shows
+a running job within seconds instead of at its end.
 """
 
 from __future__ import annotations
@@ -19,53 +20,49 @@ def format_seconds(seconds: float) -> str:
 
 
 class Progress:
-    """``Progress(total_epochs, steps_per_epoch)``; call ``step(loss)`` per step, ``end_epoch()``."""
+    """``Progress(total, label)``; ``update(done, values)`` after each step, ``close()`` at the end.
 
-    def __init__(self, epochs: int, steps_per_epoch: int, start_epoch: int = 0, label: str = "train",
-                 stream: TextIO | None = None, enabled: bool = True, loss_name: str | None = "loss",
-                 unit: str = "epoch"):
-        self.epochs, self.steps, self.label, self.loss_name = epochs, steps_per_epoch, label, loss_name
-        self.unit = unit
-        self.epoch, self.step_in_epoch = start_epoch, 0
+    ``start`` is the step a resumed job begins at (the ETA counts only the steps run here)."""
+
+    def __init__(self, total: int, label: str, start: int = 0, every: int = 50, unit: str = "step",
+                 stream: TextIO | None = None, enabled: bool = True):
+        self.total, self.label, self.unit, self.every = total, label, unit, max(1, every)
+        self.start = self.done = start
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.interactive = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._start = time.perf_counter()
-        self._done_steps = 0
+        self._started = time.perf_counter()
         self._last_draw = 0.0
-        self._loss_sum, self._loss_n = 0.0, 0
+        self._text = ""
 
-    @property
-    def mean_loss(self) -> float:
-        return self._loss_sum / max(1, self._loss_n)
+    def line(self, values: dict[str, float] | None = None, extra: str = "") -> str:
+        elapsed = time.perf_counter() - self._started
+        run = max(1, self.done - self.start)
+        eta = elapsed / run * (self.total - self.done)
+        shown = " ".join(f"{k} {v:.4g}" for k, v in (values or {}).items())
+        return (f"{self.label} {self.unit} {self.done}/{self.total}" + (f" {extra}" if extra else "")
+                + (f" | {shown}" if shown else "")
+                + f" | {elapsed / run:.2f} s/{self.unit}, {format_seconds(elapsed)} elapsed, ETA {format_seconds(eta)}")
 
-    def _line(self) -> str:
-        elapsed = time.perf_counter() - self._start
-        remaining_steps = (self.epochs - self.epoch) * self.steps - self.step_in_epoch
-        eta = elapsed / max(1, self._done_steps) * remaining_steps
-        return (f"{self.label} {self.unit} {self.epoch + 1}/{self.epochs} step {self.step_in_epoch}/{self.steps} "
-                + (f"{self.loss_name} {self.mean_loss:.4f} " if self.loss_name else "")
-                + f"| {elapsed:.0f}s elapsed, ETA {format_seconds(eta)}")
-
-    def step(self, loss: float) -> None:
-        self.step_in_epoch += 1
-        self._done_steps += 1
-        self._loss_sum += loss
-        self._loss_n += 1
+    def update(self, done: int, values: dict[str, float] | None = None, extra: str = "") -> None:
+        self.done = done
+        if not self.enabled:
+            return
         now = time.perf_counter()
-        if self.interactive and now - self._last_draw > 0.5:
-            self._last_draw = now
-            self.stream.write("\r" + self._line() + "\033[K")
-            self.stream.flush()
+        if self.interactive:
+            if now - self._last_draw > 0.5 or done == self.total:
+                self._last_draw = now
+                self._write("\r" + self.line(values, extra) + "\033[K")
+        elif done % self.every == 0 or done == self.total:
+            self._write(self.line(values, extra) + "\n")
 
-    def end_epoch(self, extra: str = "") -> float:
-        """Print the epoch's line; returns its mean loss and resets the running mean."""
-        mean = self.mean_loss
-        if self.enabled:
-            self.stream.write(("\r" if self.interactive else "") + self._line() + (f" {extra}" if extra else "")
-                              + ("\033[K" if self.interactive else "") + "\n")
-            self.stream.flush()
-        self.epoch += 1
-        self.step_in_epoch = 0
-        self._loss_sum, self._loss_n = 0.0, 0
-        return mean
+    def close(self, message: str = "") -> None:
+        """End the live line (terminal) and print ``message`` if given."""
+        if self.enabled and self.interactive:
+            self._write("\n")
+        if self.enabled and message:
+            self._write(message + "\n")
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()

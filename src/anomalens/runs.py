@@ -1,20 +1,18 @@
 """A run folder: what was asked (config.yaml), what ran it (run.json: versions, seed, git hash,
-times), what came out (metrics.json, checkpoints/), all written atomically.
+times, status and error), what came out (metrics.json, checkpoints/), all written atomically.
 
 Every file is written to a temporary sibling and renamed into place, so an interrupted run never
-leaves a half-written file under its real name, and ``last_checkpoint`` can trust what it finds.
+leaves a half-written file under its real name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import platform
 import random
-import re
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -24,13 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
 from anomalens.atomic import atomic_write_json, atomic_write_text, jsonable
+from anomalens.errors import AnomalensError
 
-CHECKPOINT_DIR = "checkpoints"
-_CHECKPOINT_RE = re.compile(r"^epoch_(\d+)\.safetensors$")
 _VERSIONED = ("anomalens", "torch", "numpy", "pillow", "matplotlib", "safetensors", "pyyaml")
 
 
@@ -74,9 +69,25 @@ def _now() -> str:
 # ------------------------------------------------------------------------------------------ runs
 
 
+class RunExistsError(AnomalensError, FileExistsError):
+    """The run folder holds a finished or checkpointed run with another config."""
+
+
+BUDGET_KEYS = ("steps", "epochs", "minutes")  # changing these continues a run instead of refusing it
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain configs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new), key=str)
+                for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
 @dataclass
 class Run:
-    """A run folder. ``Run.create`` starts one (or reopens it to resume); ``finish`` closes it."""
+    """A run folder. ``Run.create`` starts one (or reopens it to resume); ``recording()`` wraps the
+    work and writes its outcome (completed, interrupted, or failed with the error) to run.json."""
 
     path: Path
     seed: int
@@ -86,19 +97,31 @@ class Run:
     def create(cls, path: str | Path, config: dict[str, Any], seed: int, command: str = "") -> Run:
         """Create (or reopen) ``path``: write config.yaml and run.json, seed everything.
 
-        Reopening a folder with a *different* config raises, so a resume never mixes two setups.
-        """
+        Reopening a folder whose config differs only in budget keys (steps, epochs, minutes) continues
+        the run with the new budget. Another difference is refused (``RunExistsError``) unless the old
+        run never got anywhere (failed before its first checkpoint), so that a resume never mixes two
+        setups and a typo in a first attempt does not block the corrected command."""
         path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise RunExistsError(f"{path} is a file, not a run folder. Fix: choose another --out")
         config_path = path / "config.yaml"
-        if config_path.exists():
-            previous = yaml.safe_load(config_path.read_text())
-            if previous != _plain(config):
-                raise FileExistsError(f"{path} holds a run with another config; choose a new --out folder "
-                                      "or delete the old run")
-        path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(config_path, yaml.safe_dump(_plain(config), sort_keys=False))
+        plain = _plain(config)
         info_path = path / "run.json"
-        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        info = _read_json(info_path)
+        if config_path.exists():
+            try:
+                previous = yaml.safe_load(config_path.read_text())
+            except yaml.YAMLError:
+                previous = None
+            changed = _differences(previous, plain)
+            real = [k for k in changed if k.rsplit(".", 1)[-1] not in BUDGET_KEYS]
+            if real and _has_progress(path, info):
+                raise RunExistsError(f"{path} holds a run with another config (changed: {', '.join(real[:6])}). "
+                                     "Fix: choose a new --out folder, or delete the old run")
+            if real:
+                info = {}  # the old attempt left nothing to resume: start afresh
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(config_path, yaml.safe_dump(plain, sort_keys=False))
         info.update({
             "seed": seed,
             "command": command or " ".join(sys.argv),
@@ -109,6 +132,8 @@ class Run:
             "started_at": info.get("started_at", _now()),
             "resumed_at": [*info.get("resumed_at", []), _now()] if info else [],
             "finished_at": None,
+            "status": "running",
+            "error": None,
         })
         atomic_write_json(info_path, info)
         seed_everything(seed)
@@ -117,69 +142,44 @@ class Run:
     def write_metrics(self, metrics: dict[str, Any]) -> Path:
         """Merge ``metrics`` into metrics.json (flat snake_case keys, see DESIGN.md)."""
         metrics_path = self.path / "metrics.json"
-        current = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        current = _read_json(metrics_path)
         current.update(metrics)
         return atomic_write_json(metrics_path, current)
 
-    def finish(self, status: str = "completed") -> None:
-        self.info.update(finished_at=_now(), status=status)
+    def finish(self, status: str = "completed", error: str | None = None) -> None:
+        self.info.update(finished_at=_now(), status=status, error=error)
+        if status == "completed":
+            self.info.setdefault("completed_at", self.info["finished_at"])
         atomic_write_json(self.path / "run.json", self.info)
 
-    # checkpoints ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def recording(self):
+        """Run the body; run.json then says completed, interrupted (Ctrl-C: rerun to resume) or failed
+        with the error message. The exception is re-raised."""
+        try:
+            yield self
+        except KeyboardInterrupt:
+            self.finish("interrupted", "interrupted by the user; run the same command again to resume")
+            raise
+        except BaseException as e:
+            self.finish("failed", f"{type(e).__name__}: {e}")
+            raise
+        self.finish()
 
-    def save_checkpoint(self, epoch: int, tensors: dict[str, torch.Tensor],
-                        meta: dict[str, Any] | None = None, keep: int = 2) -> Path:
-        return save_checkpoint(self.path / CHECKPOINT_DIR, epoch, tensors, meta, keep)
 
-    def last_checkpoint(self) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None:
-        return last_checkpoint(self.path / CHECKPOINT_DIR)
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _has_progress(path: Path, info: dict[str, Any]) -> bool:
+    """Whether a run folder holds something worth protecting: a run that completed once, metrics or a checkpoint."""
+    return bool(info.get("completed_at")) or (path / "metrics.json").exists() or any(path.glob("**/*.safetensors"))
 
 
 def _plain(config: dict[str, Any]) -> Any:
     """The config as YAML-safe plain data (tuples -> lists, Paths -> str)."""
     return json.loads(json.dumps(config, default=jsonable))
-
-
-def save_checkpoint(folder: str | Path, epoch: int, tensors: dict[str, torch.Tensor],
-                    meta: dict[str, Any] | None = None, keep: int = 2) -> Path:
-    """Write ``epoch_NNNN.safetensors`` atomically, with ``meta`` as JSON in its header; keep the
-    newest ``keep`` checkpoints (older ones are removed only after the new one is in place)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"epoch_{epoch:04d}.safetensors"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        save_file(tensors, tmp, metadata={"epoch": str(epoch), "meta": json.dumps(meta or {}, default=jsonable)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    for old in _checkpoints(folder)[:-keep] if keep > 0 else []:
-        old[1].unlink(missing_ok=True)
-    return path
-
-
-def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CHECKPOINT_RE.match(p.name))]
-    return sorted(found)
-
-
-def last_checkpoint(folder: str | Path) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None:
-    """(epoch, tensors, meta) of the newest checkpoint that loads completely, or None.
-
-    A damaged newest file (e.g. copied half-way by hand) is skipped in favour of the one before it.
-    Loading reads safetensors only, so no code from the file is ever executed.
-    """
-    for epoch, path in reversed(_checkpoints(Path(folder))):
-        try:
-            tensors = load_file(path)
-            with safe_open(path, "pt") as f:
-                header = f.metadata() or {}
-            return epoch, tensors, json.loads(header.get("meta", "{}"))
-        except (SafetensorError, OSError, ValueError, json.JSONDecodeError):
-            continue
-    return None

@@ -17,8 +17,10 @@ import torch
 from torch import Tensor
 
 from anomalens.data.addata import ADData
-from anomalens.detectors.base import Detector, register
-from anomalens.detectors.training import TrainConfig, resume_training_state, run_epochs
+from anomalens.detectors.base import Detector
+from anomalens.detectors.registry import register
+from anomalens.detectors.training import TrainConfig, run_epochs
+from anomalens.device import prepare_cpu, resolve_device
 from anomalens.maps import auto_kernel_size, binarize, gaussian_filter
 from anomalens.nets.autoencoder import ConvAutoencoder
 from anomalens.nets.resnet import ResNetAutoencoder
@@ -160,7 +162,9 @@ class AEXAD(Detector):
         elif data.train_anomalies is None or data.train_anomaly_masks is None or not len(data.train_anomalies):
             raise ValueError(f"AE-XAD learns from labelled anomalies with masks; {data.name!r} has none. "
                              "Build the task with scenarios.defect_scenario")
-        torch.set_flush_denormal(True)
+        prepare_cpu()
+        device = resolve_device(cfg.device)
+        self.to(device)
         generator = torch.Generator().manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         normal = data.train_normal
@@ -170,7 +174,6 @@ class AEXAD(Detector):
         trainable = [p for p in self.parameters() if p.requires_grad]  # a pretrained trunk stays frozen
         optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
         folder = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
-        start, history = resume_training_state(folder, self, optimizer, generator) if folder else (0, [])
         n_normal = min(cfg.batch_size, len(normal))
         n_anomalous = 0 if anomalies is None else (max(1, cfg.batch_size // 2) if n_normal else cfg.batch_size)
         steps = max(1, (len(normal) if n_normal else len(anomalies)) // (n_normal or n_anomalous))
@@ -186,12 +189,13 @@ class AEXAD(Detector):
             if n_normal:
                 x = torch.cat([normal[order[step * n_normal:(step + 1) * n_normal]], x])
                 y = torch.cat([blank[: len(x) - len(y)], y])
+            x, y = x.to(device), y.to(device)
             return self.loss(x, self.autoencoder(x), y)
 
-        run_epochs(self, optimizer, cfg, len(normal), steps, step_loss, generator, folder, start, history)
+        run_epochs(self, optimizer, cfg, len(normal), steps, step_loss, generator, folder)
         reference = normal if len(normal) else data.train_anomalies
         with torch.no_grad():
-            self.score_scale.copy_(self.scores(reference[:512]).mean().clamp_min(1e-8))
+            self.score_scale.copy_(self.scores(reference[:512]).mean().clamp_min(1e-8).to(device))
         return self
 
     # ------------------------------------------------------------------------------ persistence
@@ -200,6 +204,11 @@ class AEXAD(Detector):
         return {"detector": "aexad", "image_shape": list(self.image_shape), "target": self.target, "v": self.v,
                 "widths": list(self.widths), "plain": self.plain, "smooth": self.smooth,
                 "architecture": self.architecture}
+
+    @classmethod
+    def create(cls, name: str, image_shape: tuple[int, int, int], architecture: str = "small",
+               trunk_weights: str | None = None, **options: Any) -> AEXAD:
+        return cls(image_shape, architecture=architecture, trunk_weights=trunk_weights)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> AEXAD:

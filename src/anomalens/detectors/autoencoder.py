@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from anomalens.detectors.aexad import AEXAD
-from anomalens.detectors.base import register
+from anomalens.detectors.registry import register
 
 
 @register("ae")
@@ -40,6 +40,10 @@ class ReconstructionAE(AEXAD):
 
     def config(self) -> dict[str, Any]:
         return {"detector": "ae", "image_shape": list(self.image_shape), "widths": list(self.widths)}
+
+    @classmethod
+    def create(cls, name: str, image_shape: tuple[int, int, int], **options: Any) -> ReconstructionAE:
+        return cls(image_shape)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ReconstructionAE:

@@ -10,68 +10,26 @@ the network in the file's metadata. Loading parses JSON and tensors only, never 
 
 from __future__ import annotations
 
-import importlib
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
-from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
-from anomalens.atomic import atomic_write_bytes
+from anomalens.checkpoints import (
+    CheckpointError,
+    build_checked,
+    load_checked,
+    metadata_json,
+    read_weights,
+    write_weights,
+)
 from anomalens.data.addata import ADData
-from anomalens.errors import AnomalensError
+from anomalens.device import device_of
 
 FORMAT = "anomalens.detector/1"
-REGISTRY: dict[str, Callable[[dict[str, Any]], Detector]] = {}
-
-
-class CheckpointError(AnomalensError, ValueError):
-    """A detector file cannot be loaded: damaged, of another format, or of another architecture."""
-
-
-def register(name: str):
-    """Class decorator: make ``Detector.load`` able to rebuild detectors saved under ``name``."""
-    def wrap(cls):
-        REGISTRY[name] = cls.from_config
-        return cls
-    return wrap
-
-
-def read_weights(path: Path, what: str, writer: str,
-                 expected_format: str | None = None) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Tensors and header metadata of a safetensors file (no code is executed); a clear
-    ``CheckpointError`` naming the file and what writes such files when it cannot be read, or when
-    its ``format`` metadata is not ``expected_format``."""
-    try:
-        with safe_open(path, "pt") as f:
-            metadata = f.metadata() or {}
-        tensors = load_file(path)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable {what} file ({e}). Fix: pass a file written by {writer}") from e
-    if expected_format is not None and metadata.get("format") != expected_format:
-        raise CheckpointError(f"{path}: not an anomalens {what} (format {metadata.get('format')!r}, expected "
-                              f"{expected_format!r}). Fix: pass a file written by {writer}")
-    return tensors, metadata
-
-
-def write_weights(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> Path:
-    """One safetensors file (tensors made contiguous on the CPU, string metadata), written atomically."""
-    data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    return atomic_write_bytes(path, safetensors_bytes(data, metadata=metadata))
-
-
-BUILTIN_DETECTORS = ("oe", "aexad", "autoencoder", "flow")  # modules of anomalens.detectors that register
-
-
-def _import_builtin_detectors() -> None:
-    """Fill the registry with the library's detectors, whichever of them the caller imported."""
-    for module in BUILTIN_DETECTORS:
-        importlib.import_module(f"anomalens.detectors.{module}")
+__all__ = ["CheckpointError", "Detector", "FORMAT"]
 
 
 class Detector(nn.Module):
@@ -112,14 +70,21 @@ class Detector(nn.Module):
     def from_config(cls, config: dict[str, Any]) -> Detector:
         raise NotImplementedError
 
+    @classmethod
+    def create(cls, name: str, image_shape: tuple[int, int, int], **options: Any) -> Detector:
+        """A fresh detector registered as ``name``; ``options`` are a train job's settings, of which a
+        detector takes the ones it understands (see ``detectors.registry.create``)."""
+        return cls(image_shape)
+
     @torch.no_grad()
     def scores(self, x: Tensor, batch_size: int = 1024, raw: bool = True) -> Tensor:
         """Scores of a whole tensor in eval mode, batched, without gradients (for evaluation)."""
         was_training = self.training
         self.eval()
         fn = self.raw_score if raw else self.score
+        device = device_of(self)
         try:
-            return torch.cat([fn(chunk).float() for chunk in x.split(batch_size)])
+            return torch.cat([fn(chunk.to(device)).float().cpu() for chunk in x.split(batch_size)])
         finally:
             self.train(was_training)
 
@@ -131,33 +96,29 @@ class Detector(nn.Module):
 
     @staticmethod
     def load(path: str | Path, expect: str | None = None) -> Detector:
-        """Rebuild a saved detector. ``expect`` (e.g. ``"hsc"``) refuses a file of another method."""
+        """Rebuild a saved detector. ``expect`` (e.g. ``"hsc"``) refuses a file of another method.
+
+        Nothing in the file is trusted: its weights must be finite, and its config must build a
+        network whose size and shapes match the stored tensors before any memory is allocated."""
+        from anomalens.detectors import registry
+
         path = Path(path)
-        tensors, metadata = read_weights(path, "detector", "Detector.save or `anomalens train`", FORMAT)
-        config = json.loads(metadata["config"])
-        name = config.get("detector")
-        method = config.get("objective", name)
-        if expect is not None and expect not in (name, method):
+        writer = "Detector.save or `anomalens train`"
+        tensors, metadata = read_weights(path, "detector", writer, FORMAT)
+        config = metadata_json(metadata, "config", path, writer)
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{path}: the header's config is not a mapping. Fix: pass a file written by {writer}")
+        method = config.get("objective", config.get("detector"))
+        if expect is not None and expect not in (config.get("detector"), method):
             raise CheckpointError(f"{path}: holds a {method!r} detector, not {expect!r}. Fix: load it without "
                                   f"expect= or pass a {expect} checkpoint")
-        _import_builtin_detectors()
-        if name not in REGISTRY:
-            raise CheckpointError(f"{path}: unknown detector {name!r}; known: {sorted(REGISTRY)}")
-        detector = REGISTRY[name](config)
-        detector.load_weights(tensors, path)
+        if not isinstance(method, str) or method not in registry.names():
+            raise CheckpointError(f"{path}: unknown detector {method!r}. Fix: pass a file of a known detector "
+                                  f"({', '.join(registry.names())})")
+        cls = registry.detector_class(method)
+        detector = build_checked(lambda: cls.from_config(config), tensors, path)
         return detector.eval()
 
     def load_weights(self, tensors: dict[str, Tensor], source: str | Path = "weights") -> None:
         """Load a state dict, refusing any difference in names or shapes with a readable message."""
-        own = self.state_dict()
-        missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
-        wrong = [f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
-                 for k in sorted(set(own) & set(tensors)) if tensors[k].shape != own[k].shape]
-        if missing or unexpected or wrong:
-            details = "; ".join(filter(None, [
-                f"missing {missing[:4]}" if missing else "", f"unexpected {unexpected[:4]}" if unexpected else "",
-                f"shape mismatch {wrong[:3]}" if wrong else ""]))
-            raise CheckpointError(f"{source}: weights are of another architecture ({details}). Fix: build the "
-                                  "detector with the checkpoint's own config (Detector.load does this)")
-        self.load_state_dict(tensors)
-
+        load_checked(self, tensors, source)

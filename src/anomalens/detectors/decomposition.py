@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from anomalens.detectors.base import Detector, read_weights, write_weights
+from anomalens.checkpoints import read_weights, write_weights
+from anomalens.detectors.base import Detector
+from anomalens.device import device_of
 from anomalens.errors import AnomalensError
 
 DECOMPOSABLE = ("ae", "fcdd", "aexad", "flow")
@@ -77,7 +79,9 @@ class FeatureThresholds:
             raise ValueError("feature thresholds need normal images; got none")
         was_training = detector.training
         detector.eval()
-        alpha = torch.cat([decompose(detector, chunk).alpha.float() for chunk in normal.split(batch_size)])
+        device = device_of(detector)
+        alpha = torch.cat([decompose(detector, chunk.to(device)).alpha.float().cpu()
+                           for chunk in normal.split(batch_size)])
         detector.train(was_training)
         return cls(torch.quantile(alpha, quantile, dim=0), quantile)
 

@@ -21,8 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from anomalens.data.addata import ADData
-from anomalens.detectors.base import Detector, register
-from anomalens.detectors.training import TrainConfig, resume_training_state, run_epochs
+from anomalens.detectors.base import Detector
+from anomalens.detectors.registry import register
+from anomalens.detectors.training import TrainConfig, run_epochs
+from anomalens.device import prepare_cpu, resolve_device
 from anomalens.maps import spread
 from anomalens.nets.resnet import ResNetTrunk, load_trunk_weights
 
@@ -173,16 +175,17 @@ class FlowDetector(Detector):
         if self.trunk is not None and not bool(self.trunk_pretrained):
             raise ValueError("features='resnet18' needs ImageNet weights to learn on. Fix: pass "
                              "trunk_weights=<local torchvision resnet18 file>")
-        torch.set_flush_denormal(True)
+        prepare_cpu()
+        device = resolve_device(cfg.device)
+        self.to(device)
         generator = torch.Generator().manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.eval()
         with torch.no_grad():  # the extractor is frozen: compute the features once
-            features = torch.cat([self.extract(chunk) for chunk in normal.split(256)])
+            features = torch.cat([self.extract(chunk.to(device)) for chunk in normal.split(256)])
         per_image = features[0].numel()
         optimizer = torch.optim.Adam(self.blocks.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         folder = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
-        start, history = resume_training_state(folder, self, optimizer, generator) if folder else (0, [])
         batch = min(cfg.batch_size, len(features))
         steps = max(1, len(features) // batch)
         if cfg.max_steps_per_epoch:
@@ -191,11 +194,11 @@ class FlowDetector(Detector):
         def step_loss(order: Tensor, step: int) -> Tensor:
             chunk = features[order[step * batch:(step + 1) * batch]]
             if self.trunk is None:  # dequantise 8-bit pixels, or the density collapses onto their grid
-                chunk = chunk + torch.rand(chunk.shape, generator=generator) * (2 / 255)
+                chunk = chunk + (torch.rand(chunk.shape, generator=generator) * (2 / 255)).to(device)
             gaussian, beta = self._parts(chunk)
             return (gaussian.sum((1, 2)) + beta).mean() / per_image
 
-        run_epochs(self, optimizer, cfg, len(features), steps, step_loss, generator, folder, start, history)
+        run_epochs(self, optimizer, cfg, len(features), steps, step_loss, generator, folder)
         with torch.no_grad():
             gaussian, beta = zip(*(self._parts(chunk) for chunk in features.split(256)))
             raw = torch.cat(gaussian).sum((1, 2)) + torch.cat(beta)
@@ -208,6 +211,13 @@ class FlowDetector(Detector):
     def config(self) -> dict[str, Any]:
         return {"detector": "flow", "image_shape": list(self.image_shape), "features": self.features,
                 "downscale": self.downscale, "steps": self.steps, "hidden": self.hidden}
+
+    @classmethod
+    def create(cls, name: str, image_shape: tuple[int, int, int], architecture: str = "small",
+               trunk_weights: str | None = None, **options: Any) -> FlowDetector:
+        """``architecture="resnet"``: frozen ResNet-18 features (needs ``trunk_weights``); else pixels."""
+        return cls(image_shape, features="resnet18" if architecture == "resnet" else "pixels",
+                   trunk_weights=trunk_weights)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> FlowDetector:

@@ -13,12 +13,13 @@ import torch
 from torch import Tensor, nn
 
 from anomalens.data.addata import ADData
-from anomalens.detectors.base import Detector, register
-from anomalens.detectors.objectives import Objective, make_objective
+from anomalens.detectors.base import Detector
+from anomalens.detectors.objectives import OBJECTIVES, Objective, make_objective
+from anomalens.detectors.registry import register
 from anomalens.nets import build_net, default_net
 
 
-@register("oe")
+@register(*OBJECTIVES)  # bce, focal, hsc, deepsad, dsvdd, supervised, fcdd: one network, seven objectives
 class OEDetector(Detector):
     """A feature network plus an objective; ``fit`` trains it with balanced normal/anomaly batches.
 
@@ -133,6 +134,11 @@ class OEDetector(Detector):
                   if k not in ("name", "output", "anomalies", "centred", "bias")}
         return {"detector": "oe", "objective": self.objective.name, "objective_params": params,
                 "image_shape": list(self.image_shape), "net": self.net_config}
+
+    @classmethod
+    def create(cls, name: str, image_shape: tuple[int, int, int], net: dict[str, Any] | str | None = None,
+               focal_gamma: float = 2.0, **options: Any) -> OEDetector:
+        return cls(name, image_shape, net, **({"gamma": focal_gamma} if name == "focal" else {}))
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> OEDetector:

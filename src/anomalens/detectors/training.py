@@ -8,24 +8,18 @@ replacement, i.e. repeated. One epoch is one pass over the normal training data.
 
 from __future__ import annotations
 
-import contextlib
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from anomalens.checkpoints import checkpoints
 from anomalens.data.addata import ADData
 from anomalens.data.augment import Augment
-from anomalens.errors import AnomalensError
-from anomalens.progress import Progress
-from anomalens.runs import last_checkpoint, save_checkpoint
-
-
-class TrainingDivergedError(AnomalensError, RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+from anomalens.device import autocast, device_of, memory_format, prepare_cpu, resolve_device
+from anomalens.errors import ConfigError
+from anomalens.loop import Loop, TrainingDivergedError  # noqa: F401 - re-exported: detectors raise it
 
 
 @dataclass
@@ -47,165 +41,132 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # cap for quick runs and tests
     pretrain_epochs: int = 0  # autoencoder pretraining of the network on normal data (Deep SVDD)
     pretrain_lr: float = 1e-3
+    device: str = "auto"  # auto = CUDA, then MPS, then CPU
+
+    def __post_init__(self) -> None:
+        self.milestones = tuple(self.milestones)
+        if self.epochs < 1 or self.batch_size < 2 or self.pretrain_epochs < 0:
+            raise ConfigError(f"epochs must be >= 1, batch_size >= 2 and pretrain_epochs >= 0; got {self.epochs}, "
+                              f"{self.batch_size}, {self.pretrain_epochs}. Fix: pass positive values")
+        for name in ("lr", "pretrain_lr"):
+            value = getattr(self, name)
+            if not 0 < value <= 10:
+                raise ConfigError(f"{name} must lie in (0, 10], got {value}. Fix: use e.g. 1e-3")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise ConfigError(f"max_steps_per_epoch must be >= 1, got {self.max_steps_per_epoch}")
 
     def lr_at(self, epoch: int) -> float:
         return self.lr * self.lr_gamma ** sum(epoch >= m for m in self.milestones)
 
 
-def optimizer_state(optimizer: torch.optim.Optimizer, prefix: str = "optim") -> tuple[dict[str, torch.Tensor], dict]:
-    """Adam's state as flat tensors named ``prefix.i.name`` (for safetensors) plus the JSON-able rest."""
-    state = optimizer.state_dict()
-    tensors = {f"{prefix}.{i}.{k}": v for i, s in state["state"].items() for k, v in s.items()
-               if isinstance(v, torch.Tensor)}
-    return tensors, {"param_groups": state["param_groups"]}
-
-
-def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict,
-                      prefix: str = "optim") -> None:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith(prefix + "."):
-            _, index, name = key.rsplit(".", 2)
-            state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
-def save_training_state(folder: Path, epoch: int, detector, optimizer, generator: torch.Generator, history) -> None:
-    optim_tensors, optim_meta = optimizer_state(optimizer)
-    tensors = {f"model.{k}": v for k, v in detector.state_dict().items()}
-    tensors.update(optim_tensors)
-    tensors["rng"] = generator.get_state()
-    save_checkpoint(folder, epoch, tensors, {"optimizer": optim_meta, "history": history})
-
-
-def resume_training_state(folder: Path, detector, optimizer, generator: torch.Generator,
-                          found: tuple | None = None) -> tuple[int, list]:
-    """Restore weights, optimizer and random stream from the newest complete checkpoint in ``folder``
-    (or from ``found``, a ``last_checkpoint`` result already read); (0, []) when there is none."""
-    found = found if found is not None else last_checkpoint(folder)
-    if found is None:
-        return 0, []
-    epoch, tensors, meta = found
-    detector.load_weights({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, folder)
-    restore_optimizer(optimizer, tensors, meta["optimizer"])
-    generator.set_state(tensors["rng"])
-    return epoch, meta.get("history", [])
-
-
-def optimisation_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, name: str, epoch: int, step: int,
-                      folder: Path | None) -> float:
-    """One Adam step on ``loss``; a NaN or infinite loss raises ``TrainingDivergedError`` before the
-    weights are touched, naming the last good checkpoint. Returns the loss value."""
-    value = loss.item()
-    if not math.isfinite(value):
-        where = f"; the last good checkpoint is in {folder}" if folder and epoch > 0 else ""
-        lr = optimizer.param_groups[0]["lr"]
-        raise TrainingDivergedError(f"{name}: loss became {value} at epoch {epoch + 1}, step {step + 1}{where}. "
-                                    f"Fix: lower lr (now {lr})")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return value
-
-
 def run_epochs(model, optimizer: torch.optim.Optimizer, cfg: TrainConfig, n: int, steps: int,
                step_loss: Callable[[torch.Tensor, int], torch.Tensor], generator: torch.Generator,
-               folder: Path | None, start: int = 0, history: list | None = None) -> list[dict[str, float]]:
-    """The epoch loop every detector shares: the learning-rate schedule, a fresh random order of the
-    ``n`` training items per epoch, ``step_loss(order, step)`` per step (NaN-checked), progress with
-    ETA, one history entry and a resumable checkpoint per epoch. Leaves ``model`` in eval mode."""
-    history = list(history or [])
-    progress = Progress(cfg.epochs, steps, start, label=model.name, enabled=cfg.progress)
+               folder: Path | None, resume: bool = True) -> list[dict[str, float]]:
+    """The epoch recipe every detector shares, on the library's one ``Loop``: the learning-rate
+    schedule per epoch, a fresh random order of the ``n`` training items per epoch,
+    ``step_loss(order, step_in_epoch)`` per step (checked for NaN and explosion before the update),
+    a history entry and a resumable checkpoint per epoch. Leaves ``model`` in eval mode."""
+    loop = Loop(model.name, cfg.epochs * steps, modules={"model": model}, optimizers={"optim": optimizer},
+                generator=generator, folder=folder, checkpoint_every=steps, log_every=steps, progress=cfg.progress,
+                lr_at=lambda step: cfg.lr_at(step // steps), steps_per_epoch=steps, save_on_interrupt=False)
+    if resume:
+        loop.resume()
+    order: torch.Tensor | None = None  # checkpoints fall on epoch boundaries, where a new order is drawn
     model.train()
-    for epoch in range(start, cfg.epochs):
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr_at(epoch)
-        started = time.perf_counter()
-        order = torch.randperm(n, generator=generator)
-        for step in range(steps):
-            progress.step(optimisation_step(optimizer, step_loss(order, step), model.name, epoch, step, folder))
-        seconds = time.perf_counter() - started
-        history.append({"epoch": epoch + 1, "loss": progress.mean_loss, "seconds": seconds, "lr": cfg.lr_at(epoch)})
-        progress.end_epoch(f"({seconds:.1f}s)")
-        if folder:
-            save_training_state(folder, epoch + 1, model, optimizer, generator, history)
-    model.eval()
+
+    def step_fn(step: int) -> dict[str, float]:
+        nonlocal order
+        if step % steps == 0:
+            order = torch.randperm(n, generator=generator)
+        loss = step_loss(order, step % steps)
+        value = loop.check(loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": value}
+
+    try:
+        history = loop.run(step_fn)
+    finally:
+        model.eval()
     model.history = history
     return history
 
 
-def pretrain_autoencoder(detector, normal: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> float:
+def pretrain_autoencoder(detector, normal: torch.Tensor, cfg: TrainConfig,
+                         generator: torch.Generator) -> list[dict[str, float]]:
     """Train the detector's network as the encoder of an autoencoder on normal data (MSE); the
-    decoder is thrown away afterwards. Returns the last epoch's mean reconstruction error."""
+    decoder is thrown away afterwards. Returns the history: the mean reconstruction error per epoch."""
     import torch.nn.functional as F
 
     from anomalens.nets.autoencoder import decoder_for
 
-    decoder = decoder_for(detector.net, tuple(normal.shape[1:]))
+    device = device_of(detector)
+    decoder = decoder_for(detector.net, tuple(normal.shape[1:])).to(device)
     params = list(detector.net.parameters()) + list(decoder.parameters())
     optimizer = torch.optim.Adam(params, lr=cfg.pretrain_lr, weight_decay=cfg.weight_decay)
     batch = min(cfg.batch_size, len(normal))
     steps = max(1, len(normal) // batch)
-    progress = Progress(cfg.pretrain_epochs, steps, label="autoencoder pretraining", enabled=cfg.progress)
-    detector.net.train()
-    decoder.train()
-    for _ in range(cfg.pretrain_epochs):
-        order = torch.randperm(len(normal), generator=generator)
-        for step in range(steps):
-            x = normal[order[step * batch:(step + 1) * batch]]
-            loss = F.mse_loss(decoder(detector.net(x)), x)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            progress.step(loss.item())
-        mean = progress.end_epoch()
-    return mean
+    pair = torch.nn.ModuleDict({"net": detector.net, "decoder": decoder})
+    loop = Loop("autoencoder pretraining", cfg.pretrain_epochs * steps, modules={"pair": pair},
+                optimizers={"optim": optimizer}, generator=generator, log_every=steps, progress=cfg.progress,
+                steps_per_epoch=steps)
+    order: torch.Tensor | None = None
+    pair.train()
+
+    def step_fn(step: int) -> dict[str, float]:
+        nonlocal order
+        if step % steps == 0:
+            order = torch.randperm(len(normal), generator=generator)
+        x = normal[order[(step % steps) * batch:(step % steps + 1) * batch]].to(device)
+        loss = F.mse_loss(decoder(detector.net(x)), x)
+        value = loop.check(loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": value}
+
+    return loop.run(step_fn)
 
 
 def train(detector, data: ADData, cfg: TrainConfig) -> list[dict[str, float]]:
     """Train ``detector`` (an ``OEDetector``) in place; returns the per-epoch history.
 
-    Interrupted runs resume from ``cfg.checkpoint_dir``; a NaN loss raises
+    Interrupted runs resume from ``cfg.checkpoint_dir``; a NaN or exploding loss raises
     ``TrainingDivergedError`` and leaves the last good checkpoint in place.
     """
-    if cfg.epochs < 1 or cfg.batch_size < 2:
-        raise ValueError(f"epochs must be >= 1 and batch_size >= 2, got {cfg.epochs} and {cfg.batch_size}")
-    torch.set_flush_denormal(True)  # denormal floats slow CPU convolutions down several-fold
+    prepare_cpu()
+    device = resolve_device(cfg.device)
+    detector.to(device)
     generator = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     normal = data.train_normal
     anomalies = detector.training_anomalies(data)
     augment = Augment.preset(cfg.augment)
-    if cfg.channels_last:
-        detector.to(memory_format=torch.channels_last)
+    layout = memory_format(cfg.channels_last)
+    detector.to(memory_format=layout)
     folder = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
-    found = last_checkpoint(folder) if folder is not None else None
-    resumable = found is not None
+    resumable = folder is not None and bool(checkpoints(folder))
     if cfg.pretrain_epochs and not resumable:
-        pretrain_autoencoder(detector, normal, cfg, generator)
-    detector.init_center(normal)
+        pretrain_autoencoder(detector, normal.to(device), cfg, generator)
+    detector.init_center(normal.to(device))
     optimizer = torch.optim.Adam(detector.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start, history = resume_training_state(folder, detector, optimizer, generator, found) if resumable else (0, [])
     batch = min(cfg.batch_size, len(normal))
     steps = max(1, len(normal) // batch)
     if cfg.max_steps_per_epoch:
         steps = min(steps, cfg.max_steps_per_epoch)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 else contextlib.nullcontext()
-    y = torch.cat([torch.zeros(batch), torch.ones(batch if anomalies is not None else 0)])
+    y = torch.cat([torch.zeros(batch), torch.ones(batch if anomalies is not None else 0)]).to(device)
 
     def step_loss(order: torch.Tensor, step: int) -> torch.Tensor:
         x = normal[order[step * batch:(step + 1) * batch]]
         if anomalies is not None:
             x = torch.cat([x, anomalies[torch.randint(len(anomalies), (batch,), generator=generator)]])
-        x = augment(x, generator)
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast:
+        x = augment(x, generator).to(device).contiguous(memory_format=layout)
+        with autocast(device, cfg.bf16):
             out = detector(x)
         return detector.objective.loss(out.float(), y)
 
-    history = run_epochs(detector, optimizer, cfg, len(normal), steps, step_loss, generator, folder, start, history)
-    if cfg.channels_last:
+    try:
+        return run_epochs(detector, optimizer, cfg, len(normal), steps, step_loss, generator, folder, resumable)
+    finally:
         detector.to(memory_format=torch.contiguous_format)
-    return history
-

@@ -12,8 +12,9 @@ weights file is given, else the oracle's features (the metrics say which).
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 from anomalens.atomic import atomic_write_json
 from anomalens.data import catalog
 from anomalens.data.addata import ADData
+from anomalens.data.download import sha256_of
 from anomalens.data.formats import read_flat_or_class_folder
 from anomalens.data.images import to_tensor
 from anomalens.data.scenarios import colored_variant
@@ -30,23 +32,24 @@ from anomalens.detectors.base import Detector
 from anomalens.errors import ConfigError
 from anomalens.experiments.explain_run import load_run
 from anomalens.experiments.paper_figures import paper_figures
-from anomalens.experiments.training_run import TrainJob, _normal_rule, build_detector
-from anomalens.explain.counterfactual import CEConfig, CounterfactualExplainer, sample_grid
-from anomalens.explain.counterfactual_training import anomaly_pool
+from anomalens.experiments.training_run import TrainJob, _normal_rule, build_data, build_detector
+from anomalens.explain.counterfactual import CEConfig, CounterfactualExplainer
+from anomalens.explain.counterfactual_losses import anomaly_pool
 from anomalens.metrics import counterfactual as cfm
 from anomalens.metrics.detection import evaluate_detector
 from anomalens.metrics.features import feature_extractor, fid_n
 from anomalens.metrics.oracle import LabelClassifier, train_oracle
 from anomalens.metrics.properties import check_explanations, property_rows
+from anomalens.report.grids import explanation_grid
 from anomalens.report.html import Report
 from anomalens.report.plots import loss_curves, score_histogram
-from anomalens.runs import Run
+from anomalens.runs import Run, RunExistsError
 
 SHOWN = 12
+log = logging.getLogger(__name__)
 
 
-def label_oracle(job: TrainJob, path: Path, epochs: int = 3, limit: int | None = None,
-                 log=print) -> LabelClassifier | None:
+def label_oracle(job: TrainJob, path: Path, epochs: int = 3, limit: int | None = None) -> LabelClassifier | None:
     """The oracle for the run's dataset, trained once (on at most ``limit`` images) and cached at
     ``path``; None when the dataset has no class labels (defect datasets)."""
     if path.is_file():
@@ -63,7 +66,7 @@ def label_oracle(job: TrainJob, path: Path, epochs: int = 3, limit: int | None =
     if "colour" in train.attrs:
         targets["colour"] = torch.from_numpy(train.attrs["colour"].astype("int64"))
         heads["colour"] = int(targets["colour"].max()) + 1
-    log(f"training the oracle ({', '.join(heads)}) on {len(train)} labelled {job.dataset} images")
+    log.info(f"training the oracle ({', '.join(heads)}) on {len(train)} labelled {job.dataset} images")
     oracle = train_oracle(to_tensor(train.images), targets, tuple(to_tensor(train.images[:1]).shape[1:]),
                           epochs=epochs, seed=job.seed + 11, heads=heads)
     oracle.save(path)
@@ -78,23 +81,24 @@ def evaluate_counterfactuals(explainer: CounterfactualExplainer, detector: Detec
     ``histogram``: where to draw the bounded scores of normal test samples vs counterfactuals."""
     anomalies = data.test_x[data.test_y == 1][:max_anomalies]
     normal = data.test_x[data.test_y == 0]
-    result = explainer.explain(anomalies, detector)
-    flat = result.images.flatten(0, 1)
+    result = explainer.explain(anomalies)
+    images = result.outputs
+    flat = images.flatten(0, 1)
     metrics: dict[str, Any] = evaluate_detector(detector, data.test_x, data.test_y)
     metrics.update(cf_auroc=cfm.cf_auroc(detector, normal, flat),
-                   concept_acc=cfm.concept_accuracy(explainer.concept, anomalies, result.images),
+                   concept_acc=cfm.concept_accuracy(explainer.concept, anomalies, images),
                    explained=len(anomalies), evaluation_mode="eval (running batch-norm statistics)")
     normal_scores = detector.scores(normal, raw=False)
     metrics["scores"] = {"normal_test": cfm.score_summary(normal_scores),
-                         "anomalies": cfm.score_summary(result.input_scores),
-                         "counterfactuals": cfm.score_summary(result.scores.flatten())}
-    metrics["l1_change"] = (result.images - anomalies[:, None]).abs().mean().item()
-    properties = check_explanations(detector, anomalies, {f"concept {k + 1}": result.images[:, k]
-                                                          for k in range(result.images.shape[1])}, data.train_normal)
+                         "anomalies": cfm.score_summary(result.score_before),
+                         "counterfactuals": cfm.score_summary(result.score_after.flatten())}
+    metrics["l1_change"] = (images - anomalies[:, None]).abs().mean().item()
+    properties = check_explanations(detector, anomalies, {f"concept {k + 1}": images[:, k]
+                                                          for k in range(images.shape[1])}, data.train_normal)
     if properties is not None:
         metrics["properties"] = properties
     if histogram is not None:
-        cf_scores = result.scores.flatten()
+        cf_scores = result.score_after.flatten()
         score_histogram(histogram, torch.cat([normal_scores, cf_scores]).numpy(),
                         torch.cat([torch.zeros(len(normal_scores)), torch.ones(len(cf_scores))]).numpy(),
                         "normal test (blue) vs counterfactuals (orange)", "bounded score")
@@ -103,10 +107,10 @@ def evaluate_counterfactuals(explainer: CounterfactualExplainer, detector: Detec
                                                                                 job.data_root).class_names)
         # Judged on the anomalies the detector flags (bounded score >= 0.5): for an anomaly the detector
         # already calls normal, the right counterfactual is the input itself, which the oracle rejects.
-        detected = result.input_scores >= 0.5
+        detected = result.score_before >= 0.5
         if detected.any():
-            metrics.update(cfm.oracle_validity(oracle, anomalies[detected], result.images[detected], is_normal))
-        metrics["oracle_validity_all"] = cfm.oracle_validity(oracle, anomalies, result.images,
+            metrics.update(cfm.oracle_validity(oracle, anomalies[detected], images[detected], is_normal))
+        metrics["oracle_validity_all"] = cfm.oracle_validity(oracle, anomalies, images,
                                                              is_normal)["oracle_validity"]
         metrics["oracle_judged"] = int(detected.sum())
     extractor = feature_extractor(fid_features, fallback=oracle) if (fid_features or oracle) else None
@@ -115,7 +119,7 @@ def evaluate_counterfactuals(explainer: CounterfactualExplainer, detector: Detec
     if with_sub_auroc:
         pool = anomaly_pool(data)
         source = pool if pool is not None else data.train_normal
-        substitutes = explainer.explain(source[: len(data.train_normal)], detector).images.flatten(0, 1)
+        substitutes = explainer.explain(source[: len(data.train_normal)]).outputs.flatten(0, 1)
         metrics["sub_auroc"] = cfm.sub_auroc(data, substitutes[: len(data.train_normal)],
                                              lambda d: build_detector(job, d.image_shape).fit(
                                                  d, job.train_config(None, progress=False)))
@@ -156,81 +160,92 @@ def _report(out: Path, job: TrainJob, detector: Detector, metrics: dict[str, Any
 def explain_counterfactuals(run_dir: str | Path, cfg: CEConfig | None = None, fid_features: str | None = None,
                             with_sub_auroc: bool = True, max_anomalies: int = 2000, oracle_epochs: int = 3,
                             oracle_limit: int | None = None, oracle_path: str | Path | None = None,
-                            folder: str = "counterfactual", log=print) -> dict[str, Any]:
+                            folder: str = "counterfactual") -> dict[str, Any]:
     """Train (or resume) the explainer for the run in ``run_dir``, evaluate it, write the report.
 
     ``oracle_path`` lets several runs on one dataset share an oracle (trained there once); ``folder``
-    names the output folder under ``RUN_DIR/explain/`` (to compare explainer configs on one detector)."""
+    names the output folder under ``RUN_DIR/explain/`` (to compare explainer configs on one detector).
+    Rerunning with another budget (``steps``, ``minutes``) continues from the last checkpoint."""
     cfg = cfg or CEConfig()
     run_dir = Path(run_dir)
     job, detector, data = load_run(run_dir)
     out = run_dir / "explain" / folder
-    run = Run.create(out, asdict(cfg), cfg.seed, command="anomalens explain --method counterfactual")
-    cfg.checkpoint_dir = str(out / "checkpoints")
-    explainer = CounterfactualExplainer(data.image_shape, cfg)
-    started = time.perf_counter()
-    try:
-        explainer.fit(detector, data, log)
-    except KeyboardInterrupt:
-        run.finish("interrupted")
-        raise
-    train_seconds = time.perf_counter() - started
-    explainer.save(out / "explainer.safetensors")
-    oracle = label_oracle(job, Path(oracle_path or out / "oracle.safetensors"), oracle_epochs, oracle_limit, log)
-    metrics = evaluate_counterfactuals(explainer, detector, data, job, oracle, fid_features, with_sub_auroc,
-                                       max_anomalies, out / "images" / "scores.png")
-    metrics.update(steps=explainer.step, train_seconds=train_seconds, history=explainer.history,
-                   seconds_per_step=train_seconds / max(1, explainer.step))
-    anomalies = data.test_x[data.test_y == 1][:SHOWN]
-    sample_grid(out / "counterfactuals.png", explainer, detector, anomalies)
-    loss_curves(out / "images" / "losses.png", explainer.history, title="explainer losses")
-    run.write_metrics(metrics)
-    _report(out, job, detector, metrics, cfg)
-    run.finish()
+    config = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_dir", "progress")}
+    run = Run.create(out, config, cfg.seed, command="anomalens explain --method counterfactual")
+    cfg = replace(cfg, checkpoint_dir=str(out / "checkpoints"))
+    samples = out / "samples"
+    explainer = CounterfactualExplainer(cfg, on_sample=lambda step, result: explanation_grid(
+        samples / f"step_{step:06d}.png", result))
+    with run.recording():
+        started = time.perf_counter()
+        explainer.fit(detector, data)
+        train_seconds = time.perf_counter() - started
+        explainer.save(out / "explainer.safetensors")
+        oracle = label_oracle(job, Path(oracle_path or out / "oracle.safetensors"), oracle_epochs, oracle_limit)
+        metrics = evaluate_counterfactuals(explainer, detector, data, job, oracle, fid_features, with_sub_auroc,
+                                           max_anomalies, out / "images" / "scores.png")
+        metrics.update(steps=explainer.step, train_seconds=train_seconds, history=explainer.history,
+                       seconds_per_step=train_seconds / max(1, explainer.step))
+        anomalies = data.test_x[data.test_y == 1][:SHOWN]
+        explanation_grid(out / "counterfactuals.png", explainer.explain(anomalies))
+        loss_curves(out / "images" / "losses.png", explainer.history, title="explainer losses")
+        run.write_metrics(metrics)
+        _report(out, job, detector, metrics, cfg)
     summary = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("ad_auroc", "cf_auroc", "concept_acc", "oracle_validity",
                                                            "sub_auroc", "fid_n") if k in metrics)
-    log(f"{summary} -> {out / 'report.html'}")
+    log.info(f"{summary} -> {out / 'report.html'}")
     return metrics
 
 
-def explain_images(run_dir: str | Path, folder: str | Path, log=print) -> Path:
+def explain_images(run_dir: str | Path, folder: str | Path) -> Path:
     """Counterfactuals of the user's own images (an image folder) with the run's trained explainer."""
     run_dir = Path(run_dir)
     weights = run_dir / "explain" / "counterfactual" / "explainer.safetensors"
     if not weights.is_file():
-        raise ConfigError(f"{weights} is missing: train the explainer first with "
+        raise ConfigError(f"{weights} is missing. Fix: train the explainer first with "
                           f"`anomalens explain {run_dir} --method counterfactual`")
     detector = Detector.load(run_dir / "detector.safetensors")
-    explainer = CounterfactualExplainer.load(weights)
+    explainer = CounterfactualExplainer.load(weights, detector)
     c, h, w = explainer.image_shape
     x = to_tensor(read_flat_or_class_folder(folder, "L" if c == 1 else "RGB", (h, w)))
-    result = explainer.explain(x, detector)
+    result = explainer.explain(x)
     out = run_dir / "explain" / "counterfactual" / f"images_{Path(folder).name}"
     for start in range(0, len(x), SHOWN):
-        sample_grid(out / f"counterfactuals_{start // SHOWN:03d}.png", explainer, detector, x[start:start + SHOWN])
-    atomic_write_json(out / "scores.json", {"input_scores": result.input_scores.tolist(),
-                                            "counterfactual_scores": result.scores.tolist()})
-    log(f"{len(x)} images explained -> {out}")
+        part = explainer.explain(x[start:start + SHOWN])
+        explanation_grid(out / f"counterfactuals_{start // SHOWN:03d}.png", part)
+    atomic_write_json(out / "scores.json", {"input_scores": result.score_before.tolist(),
+                                            "counterfactual_scores": result.score_after.tolist()})
+    log.info(f"{len(x)} images explained -> {out}")
     return out
 
 
 def run_from_detector(detector_path: str | Path, out: str | Path, dataset: str, normal: str, oe: str | None,
                       colored: bool = False) -> Path:
     """A run folder for a detector file trained elsewhere: ``config.yaml`` describing its task and a copy
-    of the detector, so that ``explain`` works on it like on any ``anomalens train`` run."""
-    import shutil
-
+    of the detector, so that ``explain`` works on it like on any ``anomalens train`` run. An existing
+    run folder is never overwritten, unless it was made by this function for the same detector file."""
     import yaml
 
-    from anomalens.atomic import atomic_write_text
+    from anomalens.atomic import atomic_write_bytes, atomic_write_text
 
     detector = Detector.load(detector_path)
     config = detector.config()
     job = TrainJob(dataset=dataset, normal=normal, oe=oe, colored=colored,
                    detector=config.get("objective", config["detector"]))
     out = Path(out)
+    plain = yaml.safe_dump(asdict(job), sort_keys=False)
+    existing = out / "config.yaml"
+    if out.exists() and not out.is_dir():
+        raise RunExistsError(f"{out} is a file, not a run folder. Fix: choose another --out")
+    if existing.exists() or (out / "detector.safetensors").exists():
+        same = existing.exists() and existing.read_text() == plain and (out / "detector.safetensors").exists() \
+            and sha256_of(out / "detector.safetensors") == sha256_of(detector_path)
+        if not same:
+            raise RunExistsError(f"{out} already holds a run (config.yaml / detector.safetensors); --detector would "
+                                 "overwrite it. Fix: choose a new --out folder, or pass the run folder as RUN_DIR")
+        return out
+    build_data(job)  # a wrong --dataset / --normal fails here, before the folder is made
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(asdict(job), sort_keys=False))
-    if Path(detector_path).resolve() != (out / "detector.safetensors").resolve():
-        shutil.copyfile(detector_path, out / "detector.safetensors")
+    atomic_write_text(existing, plain)
+    atomic_write_bytes(out / "detector.safetensors", Path(detector_path).read_bytes())
     return out

@@ -8,6 +8,7 @@ Results go to ``RUN_DIR/explain/<method>/``.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,9 @@ from anomalens.data.addata import ADData
 from anomalens.detectors.base import Detector
 from anomalens.errors import ConfigError
 from anomalens.experiments.training_run import TrainJob, build_data, evaluate_heatmaps
-from anomalens.explain.heatmap import METHODS
+from anomalens.explain.heatmap import METHODS as EXPLAIN_METHODS
 
-EXPLAIN_METHODS = ("heatmap", *METHODS)
+log = logging.getLogger(__name__)
 
 
 def report_section(job: TrainJob, detector: Detector, metrics: dict[str, Any], image: str) -> str:
@@ -40,12 +41,13 @@ def load_run(run_dir: str | Path) -> tuple[TrainJob, Detector, ADData]:
     run_dir = Path(run_dir)
     for needed in ("config.yaml", "detector.safetensors"):
         if not (run_dir / needed).is_file():
-            raise ConfigError(f"{run_dir / needed} is missing: pass the folder of a finished `anomalens train` run")
+            raise ConfigError(f"{run_dir / needed} is missing. Fix: pass the folder of a finished `anomalens train` "
+                              "run")
     job = from_dict(TrainJob, yaml.safe_load((run_dir / "config.yaml").read_text()), str(run_dir / "config.yaml"))
     return job, Detector.load(run_dir / "detector.safetensors"), build_data(job)
 
 
-def explain_run(run_dir: str | Path, method: str = "heatmap", shown: int = 12, log=print) -> dict[str, Any]:
+def explain_run(run_dir: str | Path, method: str = "heatmap", shown: int = 12) -> dict[str, Any]:
     """Write overlays (image, ground truth when known, heatmap, binary map) and metrics for a run."""
     run_dir = Path(run_dir)
     if method not in EXPLAIN_METHODS:
@@ -56,6 +58,6 @@ def explain_run(run_dir: str | Path, method: str = "heatmap", shown: int = 12, l
     metrics = evaluate_heatmaps(detector, data, grid, shown, method)
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_text(out / "report.md", report_section(job, detector, metrics, grid.name))
-    log(f"{method}: {metrics['explained']} anomalies explained -> {grid}"
+    log.info(f"{method}: {metrics['explained']} anomalies explained -> {grid}"
         + (f"; pixel AUC {metrics['pixel_auc']:.3f}" if "pixel_auc" in metrics else ""))
     return metrics

@@ -10,8 +10,9 @@ seconds per image) and ``report.html``.
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,40 +21,30 @@ import torch
 from anomalens.detectors.base import Detector
 from anomalens.detectors.decomposition import FeatureThresholds, decompose
 from anomalens.experiments.explain_run import load_run
-from anomalens.explain.diffusion import DiffusionConfig, DiffusionModel, train_diffusion
-from anomalens.explain.repair import Repair, RepairConfig, RepairExplainer, schedule_note
+from anomalens.explain.base import Explanation
+from anomalens.explain.diffusion import DiffusionModel
+from anomalens.explain.repair import RepairConfig, RepairExplainer, schedule_note
 from anomalens.metrics import properties as pm
 from anomalens.report.grids import save_grid
 from anomalens.report.html import Report
 from anomalens.runs import Run
 
 SHOWN = 8
+log = logging.getLogger(__name__)
 
 
-def load_or_train_diffusion(out: Path, images: torch.Tensor, cfg: DiffusionConfig, progress: bool = True,
-                            log=print) -> DiffusionModel:
-    """The DDPM of ``out/diffusion.safetensors``, trained there first when absent (resumable)."""
-    path = out / "diffusion.safetensors"
-    if path.is_file():
-        return DiffusionModel.load(path)
-    log(f"training the diffusion model on {len(images)} normal images ({cfg.profile} profile) ...")
-    model = DiffusionModel(cfg)
-    train_diffusion(model, images, cfg, out / "checkpoints", progress)
-    model.save(path)
-    return model
-
-
-def compare_repairs(detector: Detector, thresholds: FeatureThresholds, repairs: dict[str, Repair],
+def compare_repairs(detector: Detector, thresholds: FeatureThresholds, repairs: dict[str, Explanation],
                     normal_scores: torch.Tensor, delta4: float, level: float = 0.95) -> dict[str, Any]:
     """Property metrics of each set of repairs, the TNR against a conformal threshold on held-out
-    normal scores, and the percentage improvement of the guided repairs over each other set."""
+    normal (raw) scores, and the percentage improvement of the guided repairs over each other set."""
     threshold = pm.conformal_threshold(normal_scores, level)
     metrics: dict[str, Any] = {"conformal_level": level, "conformal_threshold": threshold}
     for name, repair in repairs.items():
-        summary = pm.summarize(pm.property_metrics(detector, thresholds, repair.x_bad, repair.x_fix, delta4))
-        summary.update(tnr=pm.true_negative_rate(repair.score_after, threshold),
-                       tnr_input=pm.true_negative_rate(repair.score_before, threshold),
-                       seconds_per_image=repair.seconds_per_image)
+        x_fix = repair.outputs[:, 0]
+        summary = pm.summarize(pm.property_metrics(detector, thresholds, repair.inputs, x_fix, delta4))
+        summary.update(tnr=pm.true_negative_rate(detector.scores(x_fix), threshold),
+                       tnr_input=pm.true_negative_rate(detector.scores(repair.inputs), threshold),
+                       seconds_per_image=float(repair.extras["seconds_per_image"]))
         metrics[name] = summary
     if "guided" in repairs:
         for name in repairs:
@@ -64,14 +55,15 @@ def compare_repairs(detector: Detector, thresholds: FeatureThresholds, repairs: 
     return metrics
 
 
-def repair_grid(path: Path, repairs: dict[str, Repair], masks: torch.Tensor | None, shown: int = SHOWN) -> Path:
+def repair_grid(path: Path, repairs: dict[str, Explanation], masks: torch.Tensor | None, shown: int = SHOWN) -> Path:
     first = next(iter(repairs.values()))
-    rows, captions = [first.x_bad[:shown], first.omega[:shown, None]], ["anomaly", "omega (repaired region)"]
+    rows = [first.inputs[:shown], first.extras["omega"][:shown, None]]
+    captions = ["anomaly", "omega (repaired region)"]
     if masks is not None:
         rows.append(masks[:shown, None].float())
         captions.append("ground truth")
     for name, repair in repairs.items():
-        rows.append(repair.x_fix[:shown])
+        rows.append(repair.outputs[:shown, 0])
         captions.append(f"{name} repair (score {repair.score_after[:shown].mean():.3g})")
     return save_grid(path, rows, captions)
 
@@ -99,52 +91,63 @@ def _report(out: Path, title: str, metrics: dict[str, Any], cfg: RepairConfig, d
     return report.write(out / "report.html")
 
 
-def explain_repairs(run_dir: str | Path, cfg: RepairConfig | None = None,
-                    diffusion_options: dict[str, Any] | None = None, max_anomalies: int = 64, baseline: bool = True,
-                    folder: str = "repair", progress: bool = True, log=print) -> dict[str, Any]:
+def fitted_repairer(out: Path, detector: Detector, data, cfg: RepairConfig) -> RepairExplainer:
+    """The repair explainer of folder ``out``: its diffusion model is trained once (resumable from
+    ``out/checkpoints``) and kept as ``out/diffusion.safetensors``; the thresholds as ``thresholds.safetensors``."""
+    path = out / "diffusion.safetensors"
+    diffusion = DiffusionModel.load(path) if path.is_file() else None
+    if diffusion is None:
+        log.info(f"training the diffusion model on {len(data.train_normal)} normal images "
+                 f"({cfg.diffusion_config(data.image_shape).profile} profile) ...")
+    cfg = replace(cfg, checkpoint_dir=str(out / "checkpoints"))
+    explainer = RepairExplainer(cfg, diffusion).fit(detector, data)
+    if diffusion is None:
+        explainer.diffusion.save(path)
+    explainer.thresholds.save(out / "thresholds.safetensors")
+    return explainer
+
+
+def explain_repairs(run_dir: str | Path, cfg: RepairConfig | None = None, max_anomalies: int = 64,
+                    baseline: bool = True, folder: str = "repair") -> dict[str, Any]:
     """Repair (at most ``max_anomalies``) test anomalies of the run, guided and, with ``baseline``,
-    unguided; write grids, metrics and the report. The detector must be decomposable.
-    ``diffusion_options``: ``DiffusionConfig`` fields (profile, steps, minutes, ...) for its training."""
+    unguided; write grids, metrics and the report. The detector must be decomposable; ``cfg.diffusion``
+    holds the ``DiffusionConfig`` settings (profile, steps, minutes, ...) of its training."""
     cfg = cfg or RepairConfig()
     run_dir = Path(run_dir)
     job, detector, data = load_run(run_dir)
     decompose(detector.eval(), data.test_x[:1])  # a clear error for a non-decomposable detector, before training
-    diffusion_cfg = DiffusionConfig(**{"image_shape": tuple(data.image_shape), "seed": cfg.seed,
-                                       **(diffusion_options or {})})
+    if "seed" not in cfg.diffusion:
+        cfg = replace(cfg, diffusion={**cfg.diffusion, "seed": cfg.seed})
+    diffusion_cfg = cfg.diffusion_config(data.image_shape)
     out = run_dir / "explain" / folder
-    run = Run.create(out, {"repair": asdict(cfg), "diffusion": asdict(diffusion_cfg)}, cfg.seed,
-                     command="anomalens explain --method repair")
-    try:
+    config = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_dir", "progress")}
+    run = Run.create(out, config, cfg.seed, command="anomalens explain --method repair")
+    with run.recording():
         started = time.perf_counter()
-        diffusion = load_or_train_diffusion(out, data.train_normal, diffusion_cfg, progress, log)
+        explainer = fitted_repairer(out, detector, data, cfg)
         train_seconds = time.perf_counter() - started
-    except KeyboardInterrupt:
-        run.finish("interrupted")
-        raise
-    thresholds = FeatureThresholds.fit(detector, data.train_normal, cfg.quantile)
-    thresholds.save(out / "thresholds.safetensors")
-    explainer = RepairExplainer(cfg, diffusion, thresholds, detector)
-    anomalous = (data.test_y == 1).nonzero().flatten()[:max_anomalies]
-    x_bad = data.test_x[anomalous]
-    schedule = schedule_note(cfg, len(diffusion.alphas_cumprod))
-    log(f"repairing {len(x_bad)} anomalies: {schedule}")
-    repairs = {"guided": explainer.explain(x_bad, progress=progress)}
-    if baseline:
-        repairs = {"unguided": explainer.explain(x_bad, progress=progress, guidance=0.0), **repairs}
-    normal_scores = detector.scores(data.test_x[data.test_y == 0])
-    metrics = compare_repairs(detector, thresholds, repairs, normal_scores, cfg.delta4)
-    metrics.update(repaired=len(x_bad), schedule=schedule, diffusion_train_seconds=train_seconds)
-    masks = data.test_masks[anomalous] if data.test_masks is not None else None
-    repair_grid(out / "repairs.png", repairs, masks)
-    samples = diffusion.sample(SHOWN, steps=50, generator=torch.Generator().manual_seed(cfg.seed))
-    save_grid(out / "images" / "samples.png", [samples], ["DDPM samples"])
-    run.write_metrics(metrics)
-    title = f"{detector.config().get('objective', detector.config()['detector'])} on {job.dataset}"
-    _report(out, title, metrics, cfg, asdict(diffusion_cfg))
-    run.finish()
+        diffusion = explainer.diffusion
+        anomalous = (data.test_y == 1).nonzero().flatten()[:max_anomalies]
+        x_bad = data.test_x[anomalous]
+        schedule = schedule_note(cfg, len(diffusion.alphas_cumprod))
+        log.info(f"repairing {len(x_bad)} anomalies: {schedule}")
+        repairs = {"guided": explainer.explain(x_bad)}
+        if baseline:
+            repairs = {"unguided": explainer.explain(x_bad, guidance=0.0), **repairs}
+        normal_scores = detector.scores(data.test_x[data.test_y == 0])
+        metrics = compare_repairs(detector, explainer.thresholds, repairs, normal_scores, cfg.delta4)
+        metrics.update(repaired=len(x_bad), schedule=schedule, diffusion_train_seconds=train_seconds,
+                       diffusion_steps=diffusion.step)
+        masks = data.test_masks[anomalous] if data.test_masks is not None else None
+        repair_grid(out / "repairs.png", repairs, masks)
+        samples = diffusion.sample(SHOWN, steps=50, generator=torch.Generator().manual_seed(cfg.seed))
+        save_grid(out / "images" / "samples.png", [samples], ["DDPM samples"])
+        run.write_metrics(metrics)
+        title = f"{detector.config().get('objective', detector.config()['detector'])} on {job.dataset}"
+        _report(out, title, metrics, cfg, asdict(diffusion_cfg))
     if "improvement_over_unguided" in metrics:
-        log("guided vs unguided improvement %: " + ", ".join(
+        log.info("guided vs unguided improvement %: " + ", ".join(
             f"{k} {v:+.1f}" for k, v in metrics["improvement_over_unguided"].items()))
-    log(f"TNR guided {metrics['guided']['tnr']:.2f}; {metrics['guided']['seconds_per_image']:.1f} s per image "
-        f"-> {out / 'report.html'}")
+    log.info(f"TNR guided {metrics['guided']['tnr']:.2f}; {metrics['guided']['seconds_per_image']:.1f} s per image "
+             f"-> {out / 'report.html'}")
     return metrics

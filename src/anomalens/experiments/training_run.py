@@ -8,6 +8,7 @@ This is what ``anomalens train`` executes. The run folder gets ``config.yaml``, 
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,20 +16,21 @@ from typing import Any
 
 from anomalens.data import catalog, scenarios
 from anomalens.data.addata import ADData
-from anomalens.detectors.aexad import AEXAD
-from anomalens.detectors.autoencoder import ReconstructionAE
+from anomalens.detectors import registry
 from anomalens.detectors.base import Detector
-from anomalens.detectors.flow import FlowDetector
-from anomalens.detectors.oe import OEDetector
 from anomalens.detectors.training import TrainConfig
+from anomalens.device import resolve_device
 from anomalens.emissions import EmissionsMeter, tradeoff
-from anomalens.explain.heatmap import explain_heatmaps
+from anomalens.errors import ConfigError
+from anomalens.explain.heatmap import HeatmapConfig, HeatmapExplainer
 from anomalens.maps import binarize, normalise
 from anomalens.metrics.detection import evaluate_detector, roc_curve
 from anomalens.metrics.pixel import pixel_auc, threshold_metrics
 from anomalens.report.grids import save_grid
 from anomalens.report.plots import roc_plot, score_histogram
 from anomalens.runs import Run
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,12 +64,20 @@ class TrainJob:
     channels_last: bool = False
     seed: int = 0
     data_root: str | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.milestones = tuple(self.milestones)
+        if self.detector not in registry.names():
+            raise ConfigError(f"unknown detector {self.detector!r}. Fix: use one of {', '.join(registry.names())}")
+        if self.oe_size is not None and self.oe_size < 1:
+            raise ConfigError(f"oe_size must be >= 1, got {self.oe_size}. Fix: leave it out to use every OE image")
 
     def train_config(self, checkpoint_dir: Path | None, progress: bool = True) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, lr=self.lr, milestones=tuple(self.milestones),
                            weight_decay=self.weight_decay, batch_size=self.batch_size, augment=self.augment,
                            bf16=self.bf16, channels_last=self.channels_last, seed=self.seed, progress=progress,
-                           pretrain_epochs=self.pretrain_epochs,
+                           pretrain_epochs=self.pretrain_epochs, device=self.device,
                            checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
 
 
@@ -79,15 +89,9 @@ def _normal_rule(normal: str | int) -> str | list[str]:
 
 
 def build_detector(job: TrainJob, image_shape: tuple[int, int, int]) -> Detector:
-    if job.detector == "ae":
-        return ReconstructionAE(image_shape)
-    if job.detector == "flow":
-        features = "resnet18" if job.architecture == "resnet" else "pixels"
-        return FlowDetector(image_shape, features=features, trunk_weights=job.trunk_weights)
-    if job.detector == "aexad":
-        return AEXAD(image_shape, architecture=job.architecture, trunk_weights=job.trunk_weights)
-    params = {"gamma": job.focal_gamma} if job.detector == "focal" else {}
-    return OEDetector(job.detector, image_shape, job.net, **params)
+    """The job's detector, untrained, built by name through the registry."""
+    return registry.create(job.detector, image_shape, net=job.net, focal_gamma=job.focal_gamma,
+                           architecture=job.architecture, trunk_weights=job.trunk_weights)
 
 
 def build_data(job: TrainJob) -> ADData:
@@ -110,7 +114,8 @@ def evaluate_heatmaps(detector: Detector, data: ADData, grid: Path, shown: int =
     binary map) and, with ground-truth masks, the pixel metrics of the heatmaps on the whole test set."""
     anomalous = (data.test_y == 1).nonzero().flatten()[:shown]
     masks = data.test_masks
-    heat = explain_heatmaps(detector, data.test_x if masks is not None else data.test_x[anomalous], method)
+    explainer = HeatmapExplainer(HeatmapConfig(method)).fit(detector, data)
+    heat = explainer.explain(data.test_x if masks is not None else data.test_x[anomalous])
     maps = heat.maps[anomalous] if masks is not None else heat.maps
     metrics: dict[str, Any] = {"heatmap": heat.method, "explained": len(anomalous)}
     rows, captions = [data.test_x[anomalous]], ["anomaly"]
@@ -125,49 +130,50 @@ def evaluate_heatmaps(detector: Detector, data: ADData, grid: Path, shown: int =
     return metrics
 
 
-def run_training(job: TrainJob, out: str | Path, log=print, progress: bool = True) -> dict[str, Any]:
-    """Train and evaluate one detector into run folder ``out``; returns the metrics."""
-    run = Run.create(out, asdict(job), job.seed, command="anomalens train")
+def run_training(job: TrainJob, out: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Train and evaluate one detector into run folder ``out``; returns the metrics.
+
+    Everything that can be checked (the job, the data, the detector) is checked before the folder
+    is created, so a typo leaves nothing behind; a failure after that is recorded in run.json."""
+    resolve_device(job.device)
     data = build_data(job)
-    summary = data.summary()
-    log(f"{data.name}: {summary['train_normal']} normal, {summary['train_oe']} OE, "
-        f"{summary['train_anomalies']} known anomalies; test {summary['test_normal']} normal / "
-        f"{summary['test_anomalies']} anomalous")
     detector = build_detector(job, data.image_shape)
-    started = time.perf_counter()
-    meter = EmissionsMeter()
-    try:
+    train_config = job.train_config(None, progress)
+    run = Run.create(out, asdict(job), job.seed, command="anomalens train")
+    train_config.checkpoint_dir = str(run.path / "checkpoints")
+    summary = data.summary()
+    log.info(f"{data.name}: {summary['train_normal']} normal, {summary['train_oe']} OE, "
+             f"{summary['train_anomalies']} known anomalies; test {summary['test_normal']} normal / "
+             f"{summary['test_anomalies']} anomalous")
+    with run.recording():
+        started = time.perf_counter()
+        meter = EmissionsMeter()
         with meter:
-            detector.fit(data, job.train_config(run.path / "checkpoints", progress))
+            detector.fit(data, train_config)
             train_seconds = time.perf_counter() - started
             metrics = evaluate_detector(detector, data.test_x, data.test_y)
             if data.test_masks is not None:
                 metrics.update(evaluate_heatmaps(detector, data, run.path / "images" / "heatmaps.png"))
-    except KeyboardInterrupt:
-        run.finish("interrupted")
-        log(f"interrupted: run the same command again to resume from {run.path / 'checkpoints'}")
-        raise
-    detector.save(run.path / "detector.safetensors")
-    emissions = meter.result()
-    metrics.update(co2_g=emissions["co2_g"], energy_kwh=emissions["energy_kwh"],
-                   energy_source=emissions["energy_source"])
-    metrics.update({f"tradeoff_{m}": tradeoff(emissions["co2_g"], metrics[m])
-                    for m in ("ad_auroc", "pixel_auc", "pixel_f1", "pixel_iou") if m in metrics})
-    run.info["emissions"] = emissions
-    metrics.update(train_seconds=train_seconds, detector=job.detector, data=summary,
-                   history=detector.history)
-    raw = detector.scores(data.test_x).numpy()
-    fpr, tpr = roc_curve(data.test_y, raw)
-    roc_plot(run.path / "images" / "roc.png", fpr, tpr, metrics["ad_auroc"], f"{job.detector}: {data.name}")
-    score_histogram(run.path / "images" / "scores.png", detector.scores(data.test_x, raw=False).numpy(),
-                    data.test_y.numpy(), f"{job.detector}: bounded test scores", "score in [0, 1]")
-    if data.test_masks is not None:
-        log(f"pixel AUC {metrics['pixel_auc']:.3f}, F1 {metrics['pixel_f1']:.3f}, IoU {metrics['pixel_iou']:.3f} "
-            f"({metrics['heatmap']}) -> {run.path / 'images' / 'heatmaps.png'}")
-    run.write_metrics(metrics)
-    run.finish()
-    log(f"AuROC {metrics['ad_auroc']:.4f}, score distance {metrics['score_distance']:.3f}, "
-        f"trained in {train_seconds:.1f} s -> {run.path}")
-    log(f"CO2 {emissions['co2_g']:.3f} g, energy {emissions['energy_kwh'] * 1000:.3f} Wh "
-        f"({emissions['energy_source']})")
+        detector.save(run.path / "detector.safetensors")
+        emissions = meter.result()
+        metrics.update(co2_g=emissions["co2_g"], energy_kwh=emissions["energy_kwh"],
+                       energy_source=emissions["energy_source"])
+        metrics.update({f"tradeoff_{m}": tradeoff(emissions["co2_g"], metrics[m])
+                        for m in ("ad_auroc", "pixel_auc", "pixel_f1", "pixel_iou") if m in metrics})
+        run.info["emissions"] = emissions
+        metrics.update(train_seconds=train_seconds, detector=job.detector, data=summary,
+                       history=detector.history)
+        raw = detector.scores(data.test_x).numpy()
+        fpr, tpr = roc_curve(data.test_y, raw)
+        roc_plot(run.path / "images" / "roc.png", fpr, tpr, metrics["ad_auroc"], f"{job.detector}: {data.name}")
+        score_histogram(run.path / "images" / "scores.png", detector.scores(data.test_x, raw=False).numpy(),
+                        data.test_y.numpy(), f"{job.detector}: bounded test scores", "score in [0, 1]")
+        if data.test_masks is not None:
+            log.info(f"pixel AUC {metrics['pixel_auc']:.3f}, F1 {metrics['pixel_f1']:.3f}, IoU "
+                     f"{metrics['pixel_iou']:.3f} ({metrics['heatmap']}) -> {run.path / 'images' / 'heatmaps.png'}")
+        run.write_metrics(metrics)
+    log.info(f"AuROC {metrics['ad_auroc']:.4f}, score distance {metrics['score_distance']:.3f}, "
+             f"trained in {train_seconds:.1f} s -> {run.path}")
+    log.info(f"CO2 {emissions['co2_g']:.3f} g, energy {emissions['energy_kwh'] * 1000:.3f} Wh "
+             f"({emissions['energy_source']})")
     return metrics

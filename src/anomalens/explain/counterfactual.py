@@ -20,6 +20,8 @@ the detector with faint high-frequency patterns.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,16 +29,29 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from anomalens.checkpoints import CheckpointError, metadata_json, read_weights, write_weights
+from anomalens.config import from_dict
 from anomalens.data.addata import ADData
-from anomalens.detectors.base import CheckpointError, Detector, read_weights, write_weights
+from anomalens.device import autocast, device_of, memory_format, prepare_cpu, resolve_device
 from anomalens.errors import ConfigError
+from anomalens.explain.base import Explanation
+from anomalens.explain.counterfactual_losses import (
+    ALPHAS,
+    anomaly_pool,
+    collapse_warnings,
+    discriminator_loss,
+    generator_losses,
+    warmup_loss,
+)
+from anomalens.explain.registry import register
+from anomalens.loop import Loop
 from anomalens.nets.concept import ConceptClassifier, ConceptConfig
 from anomalens.nets.discriminator import Discriminator, DiscriminatorConfig
 from anomalens.nets.generator import Generator, GeneratorConfig
-from anomalens.report.grids import save_grid
 
-ALPHAS = (0.0, 0.5, 1.0)  # the discretised target scores of appendix E.1
+log = logging.getLogger(__name__)
 FORMAT = "anomalens-counterfactual-1"
+MAX_CONCEPTS = 64
 
 # Widths of G (stem, three encoder blocks), D (four blocks) and R (two blocks). "paper" is appendix
 # E.1; "cpu" trains in minutes on two cores (cost per step measured in benchmarks/RESULTS.md).
@@ -81,126 +96,201 @@ class CEConfig:
     bf16: bool = False
     channels_last: bool = False
     seed: int = 0
-    minutes: float | None = None  # stop (with a checkpoint) after this much training time
+    minutes: float | None = None  # optional cap: stop (with a checkpoint) after this much training time
     progress: bool = True
     log_every: int = 50  # loss means (history) and a progress line every n steps
     sample_every: int = 250  # a sample grid every n steps (0: never)
     checkpoint_every: int = 250
     checkpoint_dir: str | None = None
+    device: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def recipe(cls, name: str = "cpu", **overrides: Any) -> CEConfig:
         """A named recipe plus overrides: ``paper`` is appendix E.1 (~33,000 steps = 350 MNIST epochs, GPU
-        scale); ``cpu`` is what measured best within 20 minutes on two CPU cores (benchmarks/RESULTS.md)."""
+        scale); ``cpu`` is what measured best on two CPU cores (benchmarks/RESULTS.md)."""
         if name not in RECIPES:
-            raise ConfigError(f"unknown explainer recipe {name!r}; known: {', '.join(RECIPES)}")
-        return cls(**{**RECIPES[name], **overrides})
+            raise ConfigError(f"unknown explainer recipe {name!r}. Fix: use one of {', '.join(RECIPES)}")
+        return from_dict(cls, {**RECIPES[name], **overrides}, f"explainer recipe {name!r}")
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
+        self.betas, self.milestones = tuple(self.betas), tuple(self.milestones)
         if self.profile not in PROFILES:
-            raise ConfigError(f"unknown explainer profile {self.profile!r}; known: {', '.join(PROFILES)}")
-        if self.concepts < 1 or self.steps < 1 or self.batch_size < 2 or self.d_every < 1:
-            raise ConfigError("concepts and steps must be >= 1, batch_size >= 2 and d_every >= 1; got "
-                              f"{self.concepts}, {self.steps}, {self.batch_size}, {self.d_every}")
+            raise ConfigError(f"unknown explainer profile {self.profile!r}. Fix: use one of {', '.join(PROFILES)}")
+        if not 1 <= self.concepts <= MAX_CONCEPTS or self.steps < 1 or self.batch_size < 2 or self.d_every < 1:
+            raise ConfigError(f"concepts must lie in [1, {MAX_CONCEPTS}], steps >= 1, batch_size >= 2 and d_every "
+                              f">= 1; got {self.concepts}, {self.steps}, {self.batch_size}, {self.d_every}")
+        if not 0 < self.lr <= 1 or self.warmup_steps < 0 or (self.minutes is not None and self.minutes <= 0):
+            raise ConfigError(f"lr must lie in (0, 1], warmup_steps >= 0 and minutes > 0; got {self.lr}, "
+                              f"{self.warmup_steps}, {self.minutes}")
+        if min(self.log_every, self.checkpoint_every) < 1 or self.sample_every < 0:
+            raise ConfigError("log_every and checkpoint_every must be >= 1 and sample_every >= 0")
 
     def lr_at(self, step: int) -> float:
         return self.lr * 0.1 ** sum(step >= m * self.steps for m in self.milestones)
 
 
-@dataclass
-class Counterfactuals:
-    """K counterfactuals per input: ``images`` (N, K, C, H, W) and the detector's bounded ``scores``
-    (N, K), next to the inputs' own scores ``input_scores`` (N,)."""
-
-    inputs: Tensor
-    images: Tensor
-    scores: Tensor
-    input_scores: Tensor
-    alpha: float
-
-
-def discretise(scores: Tensor) -> Tensor:
-    """Index of the nearest level in ALPHAS for each score."""
-    levels = torch.tensor(ALPHAS, device=scores.device)
-    return (scores.float()[:, None] - levels).abs().argmin(1)
-
-
+@register("counterfactual")
 class CounterfactualExplainer:
-    """Trains and applies the generator for one frozen detector; ``fit`` then ``explain``."""
+    """Trains and applies the generator for one frozen detector: ``CounterfactualExplainer(config)``,
+    ``fit(detector, data)``, then ``explain(x)``. The networks are built for the data's image shape
+    at ``fit`` (or at once when ``image_shape`` is given)."""
 
-    def __init__(self, image_shape: tuple[int, int, int], config: CEConfig | None = None):
+    def __init__(self, config: CEConfig | None = None, image_shape: tuple[int, int, int] | None = None,
+                 on_sample: Callable[[int, Explanation], None] | None = None):
         self.config = config or CEConfig()
-        self.config.validate()
-        self.image_shape = tuple(image_shape)
+        self.image_shape: tuple[int, int, int] | None = None
+        self.on_sample = on_sample  # called with (step, counterfactuals of a probe batch) during training
+        self.history: list[dict[str, float]] = []
+        self.step = 0
+        self.detector = None
+        if image_shape is not None:
+            self._build(tuple(image_shape))
+
+    @classmethod
+    def from_options(cls, name: str, recipe: str = "cpu", **options: Any) -> CounterfactualExplainer:
+        return cls(CEConfig.recipe(recipe, **options))
+
+    def _build(self, image_shape: tuple[int, int, int]) -> None:
+        self.image_shape = tuple(int(v) for v in image_shape)
         c = self.image_shape[0]
         widths = PROFILES[self.config.profile]
         k = self.config.concepts
-        self.generator = Generator(GeneratorConfig(c, len(ALPHAS) * k, widths["g_stem"][0],
-                                                   tuple(widths["g_widths"])))
-        self.discriminator = Discriminator(DiscriminatorConfig(c, tuple(widths["d_widths"]),
-                                                               2 if self.config.conditional_d else 0))
-        self.concept = ConceptClassifier(ConceptConfig(c, k, tuple(widths["r_widths"])))
-        self.history: list[dict[str, float]] = []
-        self.step = 0
-        self.detector: Detector | None = None
-
-    # --------------------------------------------------------------------------------- inference
-
-    def condition(self, alpha_index: Tensor, concept: Tensor) -> Tensor:
-        return alpha_index * self.config.concepts + concept
-
-    @torch.no_grad()
-    def explain(self, x: Tensor, detector: Detector | None = None, alpha: float = 0.0,
-                batch_size: int = 256) -> Counterfactuals:
-        """G(x, alpha, k) for every k, in eval mode (running batch-norm statistics), with scores.
-
-        ``alpha=0`` gives counterfactuals of anomalies; ``alpha=1`` pseudo-anomalies of normal inputs.
-        ``detector`` defaults to the one the explainer was fitted to (pass it after ``load``)."""
-        detector = detector if detector is not None else self.detector
-        if detector is None:
-            raise ValueError("no detector: pass explain(x, detector) for an explainer loaded from a file")
-        if alpha not in ALPHAS:
-            raise ValueError(f"alpha must be one of {ALPHAS}, got {alpha}")
-        if tuple(x.shape[1:]) != self.image_shape:
-            raise ValueError(f"explainer trained on images {self.image_shape}, got {tuple(x.shape[1:])}")
-        self.generator.eval()
-        detector.eval()
-        a = ALPHAS.index(alpha)
-        images = []
-        for chunk in x.split(batch_size):
-            n = len(chunk)
-            per_k = [self.generator(chunk, self.condition(torch.full((n,), a), torch.full((n,), k)))
-                     for k in range(self.config.concepts)]
-            images.append(torch.stack(per_k, 1))
-        images = torch.cat(images)
-        flat = images.flatten(0, 1)
-        scores = detector.scores(flat, raw=False).view(len(x), self.config.concepts)
-        return Counterfactuals(x, images, scores, detector.scores(x, raw=False), alpha)
-
-    # ---------------------------------------------------------------------------------- training
-
-    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        cfg = self.config
-        adam = lambda params: torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)  # noqa: E731
-        return {"g": adam(self.generator.parameters()), "d": adam(self.discriminator.parameters()),
-                "r": adam(self.concept.parameters())}
+        with torch.random.fork_rng(devices=[]):  # the same initial weights for the same seed
+            torch.manual_seed(self.config.seed)
+            self.generator = Generator(GeneratorConfig(c, len(ALPHAS) * k, widths["g_stem"][0],
+                                                       tuple(widths["g_widths"])))
+            self.discriminator = Discriminator(DiscriminatorConfig(c, tuple(widths["d_widths"]),
+                                                                   2 if self.config.conditional_d else 0))
+            self.concept = ConceptClassifier(ConceptConfig(c, k, tuple(widths["r_widths"])))
 
     def _modules(self) -> dict[str, torch.nn.Module]:
         return {"g": self.generator, "d": self.discriminator, "r": self.concept}
 
-    def fit(self, detector: Detector, data: ADData, log=print) -> CounterfactualExplainer:
-        """Train G, D and R against the frozen ``detector`` on ``data``'s normal training samples
-        plus its OE (or known anomalies). Resumes from ``config.checkpoint_dir`` when it holds a
-        checkpoint; a NaN loss raises ``TrainingDivergedError``."""
-        from anomalens.explain.counterfactual_training import train_explainer
+    def condition(self, alpha_index: Tensor, concept: Tensor) -> Tensor:
+        return alpha_index * self.config.concepts + concept
 
-        if tuple(data.image_shape) != self.image_shape:
-            raise ValueError(f"explainer built for images {self.image_shape}, data {data.name!r} has "
-                             f"{tuple(data.image_shape)}")
-        self.detector = detector
-        train_explainer(self, detector, data, log)
+    # --------------------------------------------------------------------------------- inference
+
+    @torch.no_grad()
+    def explain(self, x: Tensor, alpha: float = 0.0, batch_size: int = 256) -> Explanation:
+        """G(x, alpha, k) for every k, in eval mode (running batch-norm statistics), with the detector's
+        bounded scores: ``outputs`` (N, K, C, H, W), ``score_after`` (N, K), ``score_before`` (N,).
+
+        ``alpha=0`` gives counterfactuals of anomalies; ``alpha=1`` pseudo-anomalies of normal inputs."""
+        if self.detector is None or self.image_shape is None:
+            raise RuntimeError("the explainer has no detector: fit(detector, data) first, or "
+                               "CounterfactualExplainer.load(path, detector)")
+        if alpha not in ALPHAS:
+            raise ConfigError(f"alpha must be one of {ALPHAS}, got {alpha}")
+        if tuple(x.shape[1:]) != self.image_shape:
+            raise ConfigError(f"the explainer was trained on images {self.image_shape}, got {tuple(x.shape[1:])}. "
+                              "Fix: resize the images to the training size")
+        detector = self.detector
+        self.generator.eval()
+        detector.eval()
+        device = device_of(self.generator)
+        a = ALPHAS.index(alpha)
+        images = []
+        for chunk in x.split(batch_size):
+            chunk = chunk.to(device)
+            n = len(chunk)
+            per_k = [self.generator(chunk, self.condition(torch.full((n,), a, device=device),
+                                                          torch.full((n,), k, device=device))).float().cpu()
+                     for k in range(self.config.concepts)]
+            images.append(torch.stack(per_k, 1))
+        images = torch.cat(images)
+        scores = detector.scores(images.flatten(0, 1), raw=False).view(len(x), self.config.concepts)
+        return Explanation(x, detector.scores(x, raw=False), outputs=images, score_after=scores,
+                           method="counterfactual", extras={"alpha": torch.tensor(alpha)})
+
+    # ---------------------------------------------------------------------------------- training
+
+    def fit(self, detector, data: ADData) -> CounterfactualExplainer:
+        """Train G, D and R against the frozen ``detector`` on ``data``'s normal training samples plus
+        its OE (or known anomalies): one G + R update per batch, a D update every ``d_every`` batches,
+        on the library's ``Loop`` (step budget, progress, checkpoints, resume, divergence checks)."""
+        if self.image_shape is None:
+            self._build(tuple(data.image_shape))
+        elif tuple(data.image_shape) != self.image_shape:
+            raise ConfigError(f"explainer built for images {self.image_shape}, data {data.name!r} has "
+                              f"{tuple(data.image_shape)}. Fix: build a new explainer for this data")
+        cfg = self.config
+        prepare_cpu()
+        device = resolve_device(cfg.device)
+        self.detector = detector.to(device)
+        torch.manual_seed(cfg.seed)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        normal, pool = data.train_normal, anomaly_pool(data)
+        batch = min(cfg.batch_size, len(normal))
+        layout = memory_format(cfg.channels_last)
+        modules = self._modules()
+        for m in modules.values():
+            m.to(device, memory_format=layout).train()
+        adam = lambda params: torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)  # noqa: E731
+        optimizers = {name: adam(m.parameters()) for name, m in modules.items()}
+        probe = (pool if pool is not None else normal)[:8]
+        hooks = ((cfg.sample_every, lambda step: self._sample(step, probe)),) if cfg.sample_every else ()
+        loop = Loop("explainer", cfg.steps, modules=modules, optimizers=optimizers, generator=generator,
+                    folder=cfg.checkpoint_dir, checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
+                    minutes=cfg.minutes, progress=cfg.progress, lr_at=cfg.lr_at, hooks=hooks,
+                    fix="lower lr or lambda_phi")
+        loop.resume()
+        cast = autocast(device, cfg.bf16)
+
+        def step_fn(step: int) -> dict[str, float]:
+            x = normal[torch.randint(len(normal), (batch,), generator=generator)]
+            source = torch.zeros(batch)
+            if pool is not None:
+                x = torch.cat([x, pool[torch.randint(len(pool), (batch,), generator=generator)]])
+                source = torch.cat([source, torch.ones(batch)])
+            x, source = x.to(device).contiguous(memory_format=layout), source.to(device)
+            if step < cfg.warmup_steps:
+                loss = warmup_loss(self, x, generator, cast)
+                value = loop.check(loss, "warm-up loss")
+                optimizers["g"].zero_grad(set_to_none=True)
+                loss.backward()
+                optimizers["g"].step()
+                return {"loss_rec": value}
+            total, terms, x_bar, level = generator_losses(self, detector, x, generator, cast)
+            values = {"loss": loop.check(total, "generator loss")}
+            optimizers["g"].zero_grad(set_to_none=True)
+            optimizers["r"].zero_grad(set_to_none=True)
+            total.backward()
+            optimizers["g"].step()
+            optimizers["r"].step()
+            if step % cfg.d_every == 0:
+                loss_d = discriminator_loss(self, x, source, x_bar, level, cast)
+                terms["loss_d"] = torch.tensor(loop.check(loss_d, "discriminator loss"))
+                optimizers["d"].zero_grad(set_to_none=True)
+                loss_d.backward()
+                optimizers["d"].step()
+            values.update({k: float(v.detach().item()) for k, v in terms.items()})
+            return values
+
+        frozen = [(p, p.requires_grad) for p in detector.parameters()]
+        for p, _ in frozen:
+            p.requires_grad_(False)
+        detector.eval()
+        try:
+            loop.run(step_fn)
+        finally:
+            self.step, self.history = loop.step, loop.history
+            for p, flag in frozen:
+                p.requires_grad_(flag)
+            for m in modules.values():
+                m.eval().to(memory_format=torch.contiguous_format)
         return self
+
+    def _sample(self, step: int, probe: Tensor) -> None:
+        """Training-time look at the explainer: the callback's sample grid, then collapse warnings."""
+        if self.on_sample is not None:
+            self.on_sample(step, self.explain(probe))
+        if step > self.config.warmup_steps:  # during the warm-up G is the identity by design
+            for warning in collapse_warnings(self, probe.to(device_of(self.generator))):
+                log.warning(f"explainer step {step}: {warning}")
+        for m in self._modules().values():
+            m.train()
 
     # ------------------------------------------------------------------------------- persistence
 
@@ -218,30 +308,27 @@ class CounterfactualExplainer:
 
     def save(self, path: str | Path) -> Path:
         """Weights of G, D and R plus the config, in one safetensors file (atomic)."""
+        if self.image_shape is None:
+            raise RuntimeError("nothing to save: the explainer has not been fitted")
         meta = {"format": FORMAT, "image_shape": json.dumps(list(self.image_shape)),
                 "config": json.dumps(asdict(self.config)), "step": str(self.step)}
         return write_weights(path, self.state_tensors(), meta)
 
     @classmethod
-    def load(cls, path: str | Path) -> CounterfactualExplainer:
+    def load(cls, path: str | Path, detector=None) -> CounterfactualExplainer:
+        """Rebuild a saved explainer (safetensors and JSON only); pass the ``detector`` it explains."""
         path = Path(path)
-        tensors, meta = read_weights(path, "counterfactual explainer", "`anomalens explain --method counterfactual`",
-                                     FORMAT)
-        config = json.loads(meta["config"])
-        config["betas"] = tuple(config["betas"])
-        config["milestones"] = tuple(config["milestones"])
-        explainer = cls(tuple(json.loads(meta["image_shape"])), CEConfig(**config))
+        writer = "`anomalens explain --method counterfactual`"
+        tensors, meta = read_weights(path, "counterfactual explainer", writer, FORMAT)
+        config = from_dict(CEConfig, metadata_json(meta, "config", path, writer), f"{path}: config")
+        shape = metadata_json(meta, "image_shape", path, writer)
+        if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and 0 < v <= 4096
+                                                                     for v in shape)):
+            raise CheckpointError(f"{path}: image_shape {shape!r} is not (C, H, W). Fix: pass a file written by "
+                                  f"{writer}")
+        explainer = cls(config, tuple(shape))
         explainer.load_state_tensors(tensors, path)
-        explainer.step = int(meta.get("step", 0))
+        explainer.step = int(meta.get("step", 0)) if str(meta.get("step", "0")).isdigit() else 0
+        explainer.detector = detector
         explainer.generator.eval()
         return explainer
-
-
-def sample_grid(path: Path, explainer: CounterfactualExplainer, detector: Detector, anomalies: Tensor) -> Path:
-    """First row the inputs, then one row per concept; the detector's score under each image."""
-    result = explainer.explain(anomalies, detector)
-    rows = [anomalies] + [result.images[:, k] for k in range(explainer.config.concepts)]
-    captions = ["input"] + [f"concept {k + 1}" for k in range(explainer.config.concepts)]
-    scores = [result.input_scores] + [result.scores[:, k] for k in range(explainer.config.concepts)]
-    return save_grid(path, rows, captions, labels=[[f"{s:.2f}" for s in row.tolist()] for row in scores])
-

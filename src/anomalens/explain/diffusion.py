@@ -16,13 +16,10 @@ still jump from step to step, and their average denoises markedly better.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
-import sys
-import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from anomalens.detectors.base import CheckpointError, read_weights, write_weights
-from anomalens.detectors.training import TrainingDivergedError, optimizer_state, restore_optimizer
+from anomalens.checkpoints import build_checked, metadata_json, read_weights, write_weights
+from anomalens.config import from_dict
+from anomalens.device import autocast, memory_format, prepare_cpu, resolve_device
 from anomalens.errors import ConfigError
-from anomalens.progress import format_seconds
-from anomalens.runs import last_checkpoint, save_checkpoint
+from anomalens.loop import Loop
 
 try:
     from diffusers import DDPMScheduler, UNet2DModel
@@ -76,12 +73,14 @@ class DiffusionConfig:
     bf16: bool = False  # bfloat16 autocast, ~1.8x faster on CPUs with AVX512-BF16
     channels_last: bool = False  # measured slower for this UNet on CPU
     seed: int = 0
-    minutes: float | None = None  # stop (with a checkpoint) after this much training time
+    minutes: float | None = None  # optional cap: stop (with a checkpoint) after this much training time
     log_every: int = 50  # a history entry (mean loss) and a progress line every n steps
     checkpoint_every: int = 250
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         self.image_shape = tuple(int(s) for s in self.image_shape)
+        self.validate()
 
     @property
     def architecture(self) -> dict[str, Any]:
@@ -97,6 +96,8 @@ class DiffusionConfig:
         if self.train_timesteps < 2 or self.steps < 1 or self.batch_size < 1:
             raise ConfigError("train_timesteps must be >= 2, steps and batch_size >= 1; got "
                               f"{self.train_timesteps}, {self.steps}, {self.batch_size}")
+        if len(self.image_shape) == 3 and max(self.image_shape) > 4096:
+            raise ConfigError(f"image_shape {self.image_shape} is larger than 4096 px. Fix: resize the images")
         if not 0 <= self.ema_decay < 1 or self.log_every < 1 or self.checkpoint_every < 1:
             raise ConfigError("ema_decay must be in [0, 1), log_every and checkpoint_every >= 1; got "
                               f"{self.ema_decay}, {self.log_every}, {self.checkpoint_every}")
@@ -220,19 +221,13 @@ class DiffusionModel(nn.Module):
         """Rebuild a saved model from its file alone (safetensors and JSON: no code is executed)."""
         path = Path(path)
         tensors, meta = read_weights(path, "diffusion model", "DiffusionModel.save", FORMAT)
-        config = json.loads(meta["config"])
-        known = {f.name for f in fields(DiffusionConfig)}
-        model = cls(DiffusionConfig(**{k: v for k, v in config.items() if k in known}))
-        model.load_weights(tensors, path)
-        model.step, model.history = int(meta.get("step", 0)), json.loads(meta.get("history", "[]"))
+        config = from_dict(DiffusionConfig, metadata_json(meta, "config", path, "DiffusionModel.save"),
+                           f"{path}: config")
+        weights = {k: v for k, v in tensors.items() if k.startswith(("unet.", "ema."))}
+        model = build_checked(lambda: cls(config), weights, path)
+        model.step = int(meta.get("step", 0))
+        model.history = metadata_json(meta, "history", path, "DiffusionModel.save")
         return model.eval()
-
-    def load_weights(self, tensors: dict[str, Tensor], source: str | Path) -> None:
-        try:
-            self.load_state_dict({k: v for k, v in tensors.items() if k.startswith(("unet.", "ema."))})
-        except RuntimeError as e:
-            raise CheckpointError(f"{source}: diffusion weights do not fit this architecture ({str(e)[:200]}). "
-                                  "Fix: use DiffusionModel.load, which reads the file's config") from e
 
 
 # -------------------------------------------------------------------------------------- training
@@ -241,13 +236,13 @@ class DiffusionModel(nn.Module):
 def _check_images(images: Tensor, shape: tuple[int, int, int]) -> None:
     if not isinstance(images, Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != shape:
         got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"training images must be a (N, {', '.join(map(str, shape))}) tensor, got {got}. "
+        raise ConfigError(f"training images must be a (N, {', '.join(map(str, shape))}) tensor, got {got}. "
                          "Fix: pass the normal training images of the shape the DiffusionConfig was built for")
     if len(images) == 0:
-        raise ValueError("no training images: the diffusion model learns the normal images, pass at least one")
+        raise ConfigError("no training images: the diffusion model learns the normal images, pass at least one")
     lo, hi = images.min().item(), images.max().item()
     if not (0 <= lo and hi <= 1):  # also catches NaN
-        raise ValueError(f"training images must be in [0, 1], got values in [{lo}, {hi}]. "
+        raise ConfigError(f"training images must be in [0, 1], got values in [{lo}, {hi}]. "
                          "Fix: scale them (e.g. divide uint8 images by 255)")
 
 
@@ -258,122 +253,63 @@ def _flip(x: Tensor, generator: torch.Generator) -> Tensor:
     return x
 
 
-def _checkpoint(folder: Path, model: DiffusionModel, optimizer: torch.optim.Optimizer,
-                generator: torch.Generator) -> Path:
-    tensors, optim_meta = optimizer_state(optimizer)
-    tensors.update(model.state_dict())
-    tensors["rng"] = generator.get_state()
-    return save_checkpoint(folder, model.step, tensors, {"optimizer": optim_meta, "history": model.history,
-                                                        "config": asdict(model.config)})
-
-
-def _resume(folder: Path, model: DiffusionModel, optimizer: torch.optim.Optimizer,
-            generator: torch.Generator) -> Path | None:
-    found = last_checkpoint(folder)
-    if found is None:
-        return None
-    step, tensors, meta = found
-    model.load_weights(tensors, folder)
-    restore_optimizer(optimizer, tensors, meta["optimizer"])
-    generator.set_state(tensors["rng"])
-    model.step, model.history = step, meta.get("history", [])
-    return folder / f"epoch_{step:04d}.safetensors"
-
-
-def _finite(what: str, value: float, step: int, saved: Path | None, cfg: DiffusionConfig) -> None:
-    if not math.isfinite(value):
-        where = f"; the last good checkpoint is {saved}" if saved is not None else ""
-        raise TrainingDivergedError(f"diffusion {what} became {value} at step {step + 1}{where}. "
-                                    f"Fix: lower lr (now {cfg.lr}) or turn bf16 off")
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def train_diffusion(model: DiffusionModel, images: Tensor, cfg: DiffusionConfig | None = None,
                     checkpoint_dir: str | Path | None = None, progress: bool = True) -> list[dict[str, float]]:
     """Train ``model`` in place on ``images`` (N, C, H, W) in [0, 1], the normal training images, to
-    predict the noise of x_t from uniformly random t (MSE). ``cfg`` (default the model's) must match
-    the model's architecture; it becomes the model's config. Resumes from the newest checkpoint in
-    ``checkpoint_dir``, writes one every ``checkpoint_every`` steps, at the end and on Ctrl-C; a NaN
-    loss raises ``TrainingDivergedError``. Returns the history: the mean loss every ``log_every`` steps."""
+    predict the noise of x_t from uniformly random t (MSE), on the library's ``Loop``. ``cfg``
+    (default the model's) must match the model's architecture; it becomes the model's config.
+    Resumes from the newest checkpoint in ``checkpoint_dir``, writes one every ``checkpoint_every``
+    steps, at the end and on Ctrl-C; a NaN or exploding loss or gradient raises
+    ``TrainingDivergedError``. Returns the history: the mean loss every ``log_every`` steps."""
     cfg = cfg or model.config
     cfg.validate()
     changed = [k for k in _ARCHITECTURE if getattr(cfg, k) != getattr(model.config, k)]
     if changed:
-        raise ValueError(f"cfg differs from the model's architecture in {', '.join(changed)}. "
-                         "Fix: build the model from this config, DiffusionModel(cfg)")
+        raise ConfigError(f"cfg differs from the model's architecture in {', '.join(changed)}. "
+                          "Fix: build the model from this config, DiffusionModel(cfg)")
     _check_images(images, cfg.image_shape)
     model.config = cfg
-    torch.set_flush_denormal(True)  # denormal floats slow CPU convolutions down several-fold
-    device = model.alphas_cumprod.device
+    prepare_cpu()
+    device = resolve_device(cfg.device)
+    model.to(device)
     generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = torch.optim.AdamW(model.unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    saved = _resume(folder, model, optimizer, generator) if folder is not None else None
-    if saved is not None:
-        _log(f"resumed the diffusion model at step {model.step} from {saved}")
+    loop = Loop("diffusion", cfg.steps, modules={"model": model}, optimizers={"optim": optimizer},
+                generator=generator, folder=checkpoint_dir, checkpoint_every=cfg.checkpoint_every,
+                log_every=cfg.log_every, minutes=cfg.minutes, progress=progress, fix="lower lr or turn bf16 off")
+    loop.step, loop.history = model.step, model.history
+    loop.resume()
     for group in optimizer.param_groups:  # the config wins over the checkpoint's values
         group.update(lr=cfg.lr, weight_decay=cfg.weight_decay)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.bf16 else contextlib.nullcontext()
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model.unet.to(memory_format=memory_format).train()
-    started, first_step = time.perf_counter(), model.step
-    window: list[float] = []
+    cast = autocast(device, cfg.bf16)
+    layout = memory_format(cfg.channels_last)
+    model.unet.to(memory_format=layout).train()
 
-    def log_window() -> None:
-        model.history.append({"step": model.step, "loss": sum(window) / len(window)})
-        window.clear()
-        if progress:
-            done = model.step - first_step
-            rate = (time.perf_counter() - started) / done
-            eta = rate * (cfg.steps - model.step)
-            if cfg.minutes is not None:
-                eta = min(eta, cfg.minutes * 60 - rate * done)
-            _log(f"diffusion step {model.step}/{cfg.steps} | loss {model.history[-1]['loss']:.4f} | "
-                 f"{rate:.2f} s/step, ETA {format_seconds(eta)}")
+    def step_fn(step: int) -> dict[str, float]:
+        x0 = images[torch.randint(len(images), (cfg.batch_size,), generator=generator)].float()
+        if cfg.flip:
+            x0 = _flip(x0, generator)
+        t = torch.randint(cfg.train_timesteps, (cfg.batch_size,), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        x0, t, noise = model.to_model(x0).to(device), t.to(device), noise.to(device)
+        x_t = model.add_noise(x0, noise, t).contiguous(memory_format=layout)
+        with cast:
+            predicted = model.unet(x_t, t).sample
+        loss = F.mse_loss(predicted.float(), noise)
+        value = loop.check(loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = nn.utils.clip_grad_norm_(model.unet.parameters(), cfg.grad_clip or math.inf)
+        loop.check(norm, "gradient norm")  # before NaNs reach the weights
+        optimizer.step()
+        model.step = step + 1
+        model.update_ema()
+        return {"loss": value}
 
     try:
-        while model.step < cfg.steps:
-            x0 = images[torch.randint(len(images), (cfg.batch_size,), generator=generator)].float()
-            if cfg.flip:
-                x0 = _flip(x0, generator)
-            t = torch.randint(cfg.train_timesteps, (cfg.batch_size,), generator=generator)
-            noise = torch.randn(x0.shape, generator=generator)
-            x0, t, noise = model.to_model(x0).to(device), t.to(device), noise.to(device)
-            x_t = model.add_noise(x0, noise, t).contiguous(memory_format=memory_format)
-            with autocast:
-                predicted = model.unet(x_t, t).sample
-            loss = F.mse_loss(predicted.float(), noise)
-            value = loss.item()
-            _finite("loss", value, model.step, saved, cfg)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = nn.utils.clip_grad_norm_(model.unet.parameters(), cfg.grad_clip or math.inf)
-            _finite("gradient norm", norm.item(), model.step, saved, cfg)  # before NaNs reach the weights
-            optimizer.step()
-            model.step += 1
-            model.update_ema()
-            window.append(value)
-            if model.step % cfg.log_every == 0:
-                log_window()
-            if folder is not None and model.step % cfg.checkpoint_every == 0:
-                saved = _checkpoint(folder, model, optimizer, generator)
-            if cfg.minutes is not None and time.perf_counter() - started > cfg.minutes * 60:
-                _log(f"time budget of {cfg.minutes} min reached at diffusion step {model.step}/{cfg.steps}")
-                break
-        if window:
-            log_window()
-    except KeyboardInterrupt:
-        if folder is not None:
-            saved = _checkpoint(folder, model, optimizer, generator)
-            _log(f"interrupted at diffusion step {model.step}: train again with the same checkpoint_dir to resume "
-                 f"from {saved}")
-        raise
+        loop.run(step_fn)
     finally:
+        model.step, model.history = loop.step, loop.history
         model.unet.to(memory_format=torch.contiguous_format)
         model.eval()
-    if folder is not None and (saved is None or saved.name != f"epoch_{model.step:04d}.safetensors"):
-        _checkpoint(folder, model, optimizer, generator)
     return model.history

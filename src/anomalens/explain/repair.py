@@ -22,17 +22,22 @@ orders of magnitude), and delta_4 is relative to |s_omega_bar(x_bad)| for the sa
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from anomalens.config import from_dict
 from anomalens.data.addata import ADData
 from anomalens.detectors.base import Detector
 from anomalens.detectors.decomposition import Decomposition, FeatureThresholds, decompose
+from anomalens.device import device_of
+from anomalens.errors import ConfigError
+from anomalens.explain.base import Explanation
 from anomalens.explain.diffusion import DiffusionConfig, DiffusionModel, train_diffusion
+from anomalens.explain.registry import register
 from anomalens.progress import Progress
 
 SAMPLERS = ("ddpm", "ddim")
@@ -53,32 +58,30 @@ class RepairConfig:
     quantile: float = 0.9  # tau = this quantile of the training feature scores
     batch_size: int = 16
     seed: int = 0
+    diffusion: dict[str, Any] = field(default_factory=dict)  # DiffusionConfig settings (profile, steps, bf16...)
+    checkpoint_dir: str | None = None  # the diffusion model's checkpoints (resumed when present)
+    progress: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.strength <= 1:
-            raise ValueError(f"strength must lie in (0, 1], got {self.strength}")
+            raise ConfigError(f"strength must lie in (0, 1], got {self.strength}")
         if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+            raise ConfigError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if self.prefill not in ("mean", "none"):
-            raise ValueError(f"prefill must be 'mean' or 'none', got {self.prefill!r}")
+            raise ConfigError(f"prefill must be 'mean' or 'none', got {self.prefill!r}")
         if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+            raise ConfigError(f"steps must be >= 1, got {self.steps}")
         if len(self.weights) != 4 or min(self.weights) < 0:
-            raise ValueError(f"weights are four non-negative lambdas, got {self.weights}")
+            raise ConfigError(f"weights are four non-negative lambdas, got {self.weights}")
+        if not 0 < self.quantile < 1 or self.batch_size < 1 or self.guidance < 0:
+            raise ConfigError(f"quantile must lie in (0, 1), batch_size >= 1 and guidance >= 0; got {self.quantile}, "
+                              f"{self.batch_size}, {self.guidance}")
+        if "image_shape" in self.diffusion:
+            raise ConfigError("diffusion settings must not set image_shape: it comes from the data")
         self.weights = tuple(float(w) for w in self.weights)
 
-
-@dataclass
-class Repair:
-    """Repairs of a batch: images in [0, 1], the repaired region, scores before and after."""
-
-    x_bad: Tensor
-    x_fix: Tensor
-    omega: Tensor
-    score_before: Tensor
-    score_after: Tensor
-    seconds_per_image: float
-    config: dict[str, Any] = field(default_factory=dict)
+    def diffusion_config(self, image_shape: tuple[int, int, int]) -> DiffusionConfig:
+        return from_dict(DiffusionConfig, {"image_shape": tuple(image_shape), **self.diffusion}, "repair: diffusion")
 
 
 def timesteps(cfg: RepairConfig, train_timesteps: int) -> list[int]:
@@ -146,18 +149,18 @@ def _step(x_t: Tensor, eps: Tensor, ab_t: Tensor, ab_prev: Tensor, sampler: str,
     beta = 1 - ab_t / ab_prev
     mean = (ab_prev.sqrt() * beta * x0_hat + (1 - beta).sqrt() * (1 - ab_prev) * x_t) / (1 - ab_t)
     var = beta * (1 - ab_prev) / (1 - ab_t)
-    noise = torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype)
+    noise = torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype).to(x_t.device)
     return mean + var.sqrt() * noise
 
 
 def _noised(x0: Tensor, ab: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
     return ab.sqrt() * x0 + (1 - ab).sqrt() * noise, noise
 
 
 def repair_batch(x_bad: Tensor, detector: Detector, diffusion: DiffusionModel, thresholds: FeatureThresholds,
                  cfg: RepairConfig, generator: torch.Generator | None = None, trace: list | None = None,
-                 progress: Progress | None = None) -> tuple[Tensor, Tensor]:
+                 on_step: Callable[[float], None] | None = None) -> tuple[Tensor, Tensor]:
     """Repair one batch (B, C, H, W) in [0, 1]; returns (x_fix in [0, 1], omega (B, H, W)).
     ``trace`` (a list) receives ``(t, x_t, original_noise)`` after every in-filling, for tests."""
     with torch.no_grad():
@@ -178,7 +181,7 @@ def repair_batch(x_bad: Tensor, detector: Detector, diffusion: DiffusionModel, t
         ab_t = abar[t]
         ab_prev = abar[steps[i + 1]] if i + 1 < len(steps) else torch.ones_like(ab_t)
         with torch.no_grad():
-            eps = diffusion.predict_noise(x_t, torch.full((len(x_t),), t, dtype=torch.long)).float()
+            eps = diffusion.predict_noise(x_t, torch.full((len(x_t),), t, dtype=torch.long, device=x_t.device)).float()
         if guide is not None:
             x0_hat = (x_t - (1 - ab_t).sqrt() * eps) / ab_t.sqrt()
             eps = eps + (1 - ab_t).sqrt() * cfg.guidance * guide.gradient(x0_hat)
@@ -188,59 +191,80 @@ def repair_batch(x_bad: Tensor, detector: Detector, diffusion: DiffusionModel, t
             x_t = keep * x_bad_t + (1 - keep) * x_t
         if trace is not None:
             trace.append((steps[i + 1] if i + 1 < len(steps) else -1, x_t.clone(), noise))
-        if progress is not None:
-            progress.step(guide.last_loss if guide is not None else 0.0)
+        if on_step is not None:
+            on_step(guide.last_loss if guide is not None else 0.0)
     return DiffusionModel.from_model(x_t).clamp(0, 1), omega
 
 
+@register("repair")
 class RepairExplainer:
-    """``RepairExplainer(cfg).fit(detector, data)`` trains the DDPM on the normal training images and
-    fits the thresholds; ``explain(x)`` repairs a batch. ``guidance=0`` in ``explain`` is the baseline."""
+    """``RepairExplainer(config).fit(detector, data)`` fits the thresholds and trains the DDPM on the
+    normal training images (skipped when a trained ``diffusion`` model is given); ``explain(x)``
+    repairs a batch. ``explain(x, guidance=0)`` is the unguided baseline."""
 
-    def __init__(self, cfg: RepairConfig | None = None, diffusion: DiffusionModel | None = None,
-                 thresholds: FeatureThresholds | None = None, detector: Detector | None = None):
-        self.cfg = cfg or RepairConfig()
-        self.diffusion, self.thresholds, self.detector = diffusion, thresholds, detector
+    def __init__(self, config: RepairConfig | None = None, diffusion: DiffusionModel | None = None,
+                 thresholds: FeatureThresholds | None = None):
+        self.config = config or RepairConfig()
+        self.diffusion, self.thresholds, self.detector = diffusion, thresholds, None
 
-    def fit(self, detector: Detector, data: ADData, diffusion_cfg: DiffusionConfig | None = None,
-            checkpoint_dir: str | Path | None = None, progress: bool = True) -> RepairExplainer:
-        decompose(detector, data.train_normal[:1])  # refuse a non-decomposable detector before training
+    @classmethod
+    def from_options(cls, name: str, **options: Any) -> RepairExplainer:
+        return cls(from_dict(RepairConfig, options, f"explainer {name}"))
+
+    def fit(self, detector: Detector, data: ADData) -> RepairExplainer:
+        decompose(detector, data.train_normal[:1].to(device_of(detector)))  # refuse a non-decomposable one first
         self.detector = detector.eval()
-        self.thresholds = FeatureThresholds.fit(detector, data.train_normal, self.cfg.quantile)
+        if self.thresholds is None:
+            self.thresholds = FeatureThresholds.fit(detector, data.train_normal, self.config.quantile)
         if self.diffusion is None:
-            diffusion_cfg = diffusion_cfg or DiffusionConfig(image_shape=tuple(data.image_shape))
+            diffusion_cfg = self.config.diffusion_config(tuple(data.image_shape))
             self.diffusion = DiffusionModel(diffusion_cfg)
-            train_diffusion(self.diffusion, data.train_normal, diffusion_cfg, checkpoint_dir, progress)
+            train_diffusion(self.diffusion, data.train_normal, diffusion_cfg, self.config.checkpoint_dir,
+                            self.config.progress)
         return self
 
-    def explain(self, x: Tensor, detector: Detector | None = None, progress: bool = True,
-                **overrides: Any) -> Repair:
-        """Repair ``x`` (N, C, H, W) in batches; ``overrides`` change config fields for this call
-        (e.g. ``guidance=0`` for the unguided baseline, ``sampler="ddim", steps=25``)."""
-        detector = detector or self.detector
+    def explain(self, x: Tensor, **overrides: Any) -> Explanation:
+        """Repair ``x`` (N, C, H, W) in batches: ``outputs`` (N, 1, C, H, W), ``score_after`` (N, 1),
+        ``extras["omega"]`` (N, H, W) the repaired region. ``overrides`` change config fields for this
+        call (e.g. ``guidance=0`` for the unguided baseline, ``sampler="ddim", steps=25``)."""
+        detector = self.detector
         if detector is None or self.diffusion is None or self.thresholds is None:
             raise RuntimeError("RepairExplainer is not fitted: call fit(detector, data) first")
-        cfg = RepairConfig(**{**asdict(self.cfg), **overrides})
+        cfg = from_dict(RepairConfig, {**asdict(self.config), **overrides}, "repair overrides")
         detector.eval()
-        for p in detector.parameters():
+        frozen = [(p, p.requires_grad) for p in detector.parameters()]
+        for p, _ in frozen:
             p.requires_grad_(False)  # the detector stays frozen; gradients flow to the image only
         generator = torch.Generator().manual_seed(cfg.seed)
         chunks = x.split(cfg.batch_size)
         n_steps = len(timesteps(cfg, len(self.diffusion.alphas_cumprod)))
         guided = cfg.guidance > 0
-        bar = Progress(len(chunks), n_steps, label="repair" if guided else "unguided repair", enabled=progress,
-                       loss_name="property loss" if guided else None, unit="batch")
+        bar = Progress(len(chunks) * n_steps, "repair" if guided else "unguided repair", every=n_steps,
+                       enabled=cfg.progress)
+        done = 0
+
+        def on_step(loss: float) -> None:
+            nonlocal done
+            done += 1
+            bar.update(done, {"property loss": loss} if guided else None)
+
         started = time.perf_counter()
         fixes, omegas = [], []
-        for chunk in chunks:
-            fix, omega = repair_batch(chunk, detector, self.diffusion, self.thresholds, cfg, generator,
-                                      progress=bar)
-            fixes.append(fix)
-            omegas.append(omega)
-            bar.end_epoch()
+        try:
+            for chunk in chunks:
+                fix, omega = repair_batch(chunk.to(device_of(detector)), detector, self.diffusion, self.thresholds,
+                                          cfg, generator, on_step=on_step)
+                fixes.append(fix.cpu())
+                omegas.append(omega.cpu())
+        finally:
+            bar.close()
+            for p, flag in frozen:
+                p.requires_grad_(flag)
         seconds = (time.perf_counter() - started) / max(1, len(x))
         x_fix = torch.cat(fixes)
-        return Repair(x, x_fix, torch.cat(omegas), detector.scores(x), detector.scores(x_fix), seconds, asdict(cfg))
+        return Explanation(x, detector.scores(x, raw=False), outputs=x_fix[:, None],
+                           score_after=detector.scores(x_fix, raw=False)[:, None], method="repair",
+                           extras={"omega": torch.cat(omegas), "seconds_per_image": torch.tensor(seconds)})
 
 
 def schedule_note(cfg: RepairConfig, train_timesteps: int) -> str:

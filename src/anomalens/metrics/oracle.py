@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomalens.detectors.base import write_weights
+from anomalens.checkpoints import write_weights
+from anomalens.device import prepare_cpu
 from anomalens.errors import AnomalensError, ConfigError, DataFormatError
+from anomalens.loop import Loop
 from anomalens.nets.lenet import LeNet, LeNetConfig
-from anomalens.progress import Progress
 
 FORMAT = "anomalens.label_classifier"
 FORMAT_VERSION = 1
@@ -197,29 +198,32 @@ class LabelClassifier(nn.Module):
             raise ConfigError(f"fit needs epochs >= 1, batch_size >= 2, lr > 0 (got {epochs}, {batch_size}, {lr})")
         if len(images) < 2:
             raise DataFormatError(None, f"{len(images)} training images", "pass at least 2 (batch norm needs them)")
-        torch.set_flush_denormal(True)  # denormal floats slow CPU convolutions down several-fold
+        prepare_cpu()
         device = self._device()
         gen = torch.Generator().manual_seed(seed)
         opt = torch.optim.Adam(self.parameters(), lr=lr)
         n = len(images)
         starts = [s for s in range(0, n, batch_size) if n - s >= 2]  # a 1-sample batch breaks batch norm
-        bar = Progress(epochs, len(starts), label="oracle", enabled=progress)
-        losses = []
+        loop = Loop("oracle", epochs * len(starts), modules={"oracle": self}, optimizers={"adam": opt}, generator=gen,
+                    log_every=len(starts), progress=progress, steps_per_epoch=len(starts))
+        order = torch.zeros(0, dtype=torch.long)
         self.train()
-        for _ in range(epochs):
-            order = torch.randperm(n, generator=gen)
-            for s in starts:
-                idx = order[s:s + batch_size]
-                x = images[idx]
-                if augment:
-                    x = _shift(x, gen)
-                out = self(x.to(device))
-                loss = sum(F.cross_entropy(out[name], t[idx].to(device)) for name, t in targets.items())
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                bar.step(float(loss.detach()))
-            losses.append(bar.end_epoch())
+
+        def step_fn(step: int) -> dict[str, float]:
+            nonlocal order
+            if step % len(starts) == 0:
+                order = torch.randperm(n, generator=gen)
+            idx = order[starts[step % len(starts)]:starts[step % len(starts)] + batch_size]
+            x = _shift(images[idx], gen) if augment else images[idx]
+            out = self(x.to(device))
+            loss = sum(F.cross_entropy(out[name], t[idx].to(device)) for name, t in targets.items())
+            value = loop.check(loss)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return {"loss": value}
+
+        losses = [entry["loss"] for entry in loop.run(step_fn)]
         self.recalibrate_batch_norm(images, batch_size, seed=seed)
         self.eval()
         return losses

@@ -51,3 +51,14 @@ def save_grid(path: str | Path, rows: Sequence[torch.Tensor], captions: Sequence
     buffer = io.BytesIO()
     image_grid(rows, captions, **kwargs).save(buffer, format="PNG")
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def explanation_grid(path: str | Path, explanation) -> Path:
+    """An ``Explanation`` with output images as a grid: the inputs, then one row per output (concept or
+    repair), the detector's bounded score under each image."""
+    k = explanation.outputs.shape[1]
+    name = "concept" if explanation.method == "counterfactual" else explanation.method
+    rows = [explanation.inputs] + [explanation.outputs[:, i] for i in range(k)]
+    captions = ["input"] + [f"{name} {i + 1}" if k > 1 else name for i in range(k)]
+    scores = [explanation.score_before] + [explanation.score_after[:, i] for i in range(k)]
+    return save_grid(path, rows, captions, labels=[[f"{s:.2f}" for s in row.tolist()] for row in scores])

@@ -62,7 +62,7 @@ def line_plot(path: str | Path, x: Sequence[float], series: dict[str, Sequence[f
 
 
 def loss_curves(path: str | Path, history: Sequence[Mapping[str, float]], x_key: str = "step",
-                title: str = "") -> Path:
+                title: str = "", skip: Sequence[str] = ("epoch", "seconds", "lr")) -> Path:
     """One line per logged number against ``x_key``, to see at a glance whether training converged or diverged.
 
     Losses are often logged at different intervals, so each line is drawn from the entries that have it;
@@ -74,7 +74,7 @@ def loss_curves(path: str | Path, history: Sequence[Mapping[str, float]], x_key:
         x = entry.get(x_key, index)
         x = float(x) if _is_finite_number(x) else float(index)
         for key, value in entry.items():
-            if key != x_key and _is_finite_number(value):
+            if key != x_key and key not in skip and _is_finite_number(value):
                 xs, ys = series.setdefault(key, ([], []))
                 xs.append(x)
                 ys.append(float(value))
