@@ -197,6 +197,7 @@ def test_concept_accuracy_uses_the_pair():
     assert cfm.concept_accuracy(R(), x, images.flip(1)) == 0.0
 
 
+@pytest.mark.slow  # 8 trainings; tests/test_contracts.py runs every explainer on every call path quickly
 @pytest.mark.parametrize("objective", ["bce", "hsc", "dsvdd", "supervised"])
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
 def test_every_detector_and_image_format_can_be_explained(objective, shape):

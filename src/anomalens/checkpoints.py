@@ -12,6 +12,7 @@ completely is what a resumed run continues from.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -34,10 +35,22 @@ class CheckpointError(AnomalensError, ValueError):
     """A weights file cannot be loaded: damaged, of another format, non-finite, or of another architecture."""
 
 
+def digest(tensors: dict[str, Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes of ``tensors``: stored in every file the library
+    writes, so that a flipped bit in a weight (finite, but wrong) is caught at load."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def write_weights(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> Path:
-    """One safetensors file (tensors made contiguous on the CPU, string metadata), written atomically."""
+    """One safetensors file (tensors made contiguous on the CPU, string metadata plus a checksum of
+    the tensors), written atomically."""
     data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    return atomic_write_bytes(path, safetensors_bytes(data, metadata=metadata))
+    return atomic_write_bytes(path, safetensors_bytes(data, metadata={**metadata, "sha256": digest(data)}))
 
 
 def check_finite(tensors: dict[str, Tensor], source: str | Path, fix: str) -> None:
@@ -69,6 +82,9 @@ def read_weights(path: str | Path, what: str, writer: str,
         raise CheckpointError(f"{path}: not an anomalens {what} (format {metadata.get('format')!r}, expected "
                               f"{expected_format!r}). Fix: {fix}")
     check_finite(tensors, path, f"retrain, or {fix}")
+    if "sha256" in metadata and metadata["sha256"] != digest(tensors):
+        raise CheckpointError(f"{path}: the weights do not match the checksum written with them; the file was "
+                              f"changed or damaged after it was saved. Fix: restore it from a copy, or retrain")
     return tensors, metadata
 
 
@@ -174,6 +190,8 @@ def last_checkpoint(folder: str | Path) -> tuple[int, dict[str, Tensor], dict[st
             with safe_open(path, "pt") as f:
                 header = f.metadata() or {}
             check_finite(tensors, path, "")
+            if "sha256" in header and header["sha256"] != digest(tensors):
+                continue
             return step, tensors, json.loads(header.get("meta", "{}"))
         except (SafetensorError, OSError, ValueError, RuntimeError, json.JSONDecodeError):
             continue

@@ -128,6 +128,8 @@ def _parser() -> argparse.ArgumentParser:
     ce.add_argument("--fid-features", help="Inception-v3 weights file for FID (default: $ANOMALENS_INCEPTION_WEIGHTS, "
                                            "else the oracle's features)")
     ce.add_argument("--no-sub-auroc", action="store_true", help="skip retraining the detector on counterfactuals")
+    ce.add_argument("--oracle-epochs", type=int, default=3, help="epochs of the oracle's training (3)")
+    ce.add_argument("--oracle-images", type=int, help="train the oracle on at most this many labelled images")
 
     repair = explain.add_argument_group("repair (AR-Pro; --profile, --steps, --minutes, --bf16 and --seed set the "
                                         "diffusion model's training)")
@@ -232,7 +234,8 @@ def _explain(args: argparse.Namespace) -> None:
             "phi_noise", "d_every", "conditional_d", "bf16", "seed")
     options = {k: getattr(args, k) for k in (*keys, "device") if getattr(args, k) is not None}
     cfg = CEConfig.recipe(args.recipe, **options)
-    explain_counterfactuals(run_dir, cfg, fid_features=args.fid_features, with_sub_auroc=not args.no_sub_auroc)
+    explain_counterfactuals(run_dir, cfg, fid_features=args.fid_features, with_sub_auroc=not args.no_sub_auroc,
+                            oracle_epochs=args.oracle_epochs, oracle_limit=args.oracle_images)
 
 
 def _repair(args: argparse.Namespace, run_dir: str) -> None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from anomalens.errors import DataFormatError
+
 
 @dataclass
 class ADData:
@@ -40,6 +42,12 @@ class ADData:
         for key, values in self.test_attrs.items():
             if len(values) != len(self.test_x):
                 raise ValueError(f"{self.name}: test_attrs[{key!r}] has {len(values)} values")
+        for key in ("train_normal", "test_x", "train_oe", "train_anomalies"):
+            value = getattr(self, key)
+            if value is not None and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                bad = int((~torch.isfinite(value)).sum())
+                raise DataFormatError(self.name or None, f"{key} holds {bad} NaN or infinite values, which would "
+                                      "make training diverge", "clean or drop those images before building the task")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

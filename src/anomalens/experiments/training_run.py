@@ -2,8 +2,9 @@
 
 This is what ``anomalens train`` executes. The run folder gets ``config.yaml``, ``run.json``,
 ``checkpoints/`` (resumed when the same command runs again), ``detector.safetensors``,
-``metrics.json`` (``ad_auroc``, ``score_distance``, ``train_seconds``) and ``images/roc.png`` +
-``images/scores.png``.
+``metrics.json`` (``ad_auroc``, ``score_distance``, ``train_seconds``), ``calibration.json`` (the raw
+scores of the normal test images, for ``anomalens predict``'s automatic threshold: see
+``experiments/calibration.py``) and ``images/roc.png`` + ``images/scores.png``.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from anomalens.detectors.training import TrainConfig
 from anomalens.device import resolve_device
 from anomalens.emissions import EmissionsMeter, tradeoff
 from anomalens.errors import ConfigError
+from anomalens.experiments.calibration import save_normal_scores
 from anomalens.explain.heatmap import HeatmapConfig, HeatmapExplainer
 from anomalens.maps import binarize, normalise
 from anomalens.metrics.detection import evaluate_detector, roc_curve
 from anomalens.metrics.pixel import pixel_auc, threshold_metrics
 from anomalens.report.grids import save_grid
 from anomalens.report.plots import roc_plot, score_histogram
-from anomalens.runs import Run
+from anomalens.runs import Run, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,7 @@ def run_training(job: TrainJob, out: str | Path, progress: bool = True) -> dict[
     Everything that can be checked (the job, the data, the detector) is checked before the folder
     is created, so a typo leaves nothing behind; a failure after that is recorded in run.json."""
     resolve_device(job.device)
+    seed_everything(job.seed)  # the same initial weights for the same seed, before the folder exists
     data = build_data(job)
     detector = build_detector(job, data.image_shape)
     train_config = job.train_config(None, progress)
@@ -164,6 +167,7 @@ def run_training(job: TrainJob, out: str | Path, progress: bool = True) -> dict[
         metrics.update(train_seconds=train_seconds, detector=job.detector, data=summary,
                        history=detector.history)
         raw = detector.scores(data.test_x).numpy()
+        save_normal_scores(run.path, raw[data.test_y.numpy() == 0])  # the automatic threshold's calibration set
         fpr, tpr = roc_curve(data.test_y, raw)
         roc_plot(run.path / "images" / "roc.png", fpr, tpr, metrics["ad_auroc"], f"{job.detector}: {data.name}")
         score_histogram(run.path / "images" / "scores.png", detector.scores(data.test_x, raw=False).numpy(),
