@@ -113,7 +113,11 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", help="run folder to create for --detector")
     explain.add_argument("--device", choices=DEVICES, help="auto (default): CUDA, then MPS, then CPU")
     ce = explain.add_argument_group("counterfactual explainer (defaults: the CPU recipe, see README)")
-    ce.add_argument("--recipe", default="cpu", help="cpu (measured on 2 CPU cores) or paper (appendix E.1)")
+    ce.add_argument("--recipe", default="cpu", help="cpu (pixel G measured on 2 CPU cores), latent (G' edits an "
+                                                    "autoencoder's latent) or paper (appendix E.1)")
+    ce.add_argument("--generator", choices=["pixel", "latent"], help="override the recipe's generator")
+    ce.add_argument("--autoencoder", help="latent: an autoencoder file or kl:<folder|hub id> (a diffusers "
+                                          "AutoencoderKL); default: trained once per dataset and cached")
     ce.add_argument("--profile", help="network widths: tiny, cpu or paper")
     ce.add_argument("--steps", type=int, help="training budget in steps (the same result on any machine); a rerun "
                                               "with more steps continues from the last checkpoint")
@@ -231,7 +235,7 @@ def _explain(args: argparse.Namespace) -> None:
         explain_images(run_dir, args.images)
         return
     keys = ("profile", "steps", "minutes", "concepts", "lambda_gan", "lambda_phi", "lambda_rec", "lambda_r", "lr",
-            "phi_noise", "d_every", "conditional_d", "bf16", "seed")
+            "phi_noise", "d_every", "conditional_d", "bf16", "seed", "generator", "autoencoder")
     options = {k: getattr(args, k) for k in (*keys, "device") if getattr(args, k) is not None}
     cfg = CEConfig.recipe(args.recipe, **options)
     explain_counterfactuals(run_dir, cfg, fid_features=args.fid_features, with_sub_auroc=not args.no_sub_auroc,

@@ -34,6 +34,7 @@ from anomalens.config import from_dict
 from anomalens.data.addata import ADData
 from anomalens.device import autocast, device_of, memory_format, prepare_cpu, resolve_device
 from anomalens.errors import ConfigError
+from anomalens.explain.autoencoders import AutoencoderTraining, latent_shape, load_autoencoder, train_autoencoder
 from anomalens.explain.base import Explanation
 from anomalens.explain.counterfactual_losses import (
     ALPHAS,
@@ -48,6 +49,7 @@ from anomalens.loop import Loop
 from anomalens.nets.concept import ConceptClassifier, ConceptConfig
 from anomalens.nets.discriminator import Discriminator, DiscriminatorConfig
 from anomalens.nets.generator import Generator, GeneratorConfig
+from anomalens.nets.latent import AutoencoderConfig, EditorConfig, LatentAutoencoder, LatentEditor, LatentGenerator
 
 log = logging.getLogger(__name__)
 FORMAT = "anomalens-counterfactual-1"
@@ -55,11 +57,16 @@ MAX_CONCEPTS = 64
 
 # Widths of G (stem, three encoder blocks), D (four blocks) and R (two blocks). "paper" is appendix
 # E.1; "cpu" trains in minutes on two cores (cost per step measured in benchmarks/RESULTS.md).
+# "editor" is the latent generator's G' (width, residual blocks).
 PROFILES: dict[str, dict[str, tuple[int, ...]]] = {
-    "paper": {"g_stem": (64,), "g_widths": (256, 512, 1024), "d_widths": (64, 128, 256, 512), "r_widths": (64, 128)},
-    "cpu": {"g_stem": (16,), "g_widths": (16, 64, 128), "d_widths": (16, 32, 64, 128), "r_widths": (16, 32)},
-    "tiny": {"g_stem": (8,), "g_widths": (8, 16, 16), "d_widths": (8, 16, 16, 16), "r_widths": (8, 8)},
+    "paper": {"g_stem": (64,), "g_widths": (256, 512, 1024), "d_widths": (64, 128, 256, 512), "r_widths": (64, 128),
+              "editor": (256, 4)},
+    "cpu": {"g_stem": (16,), "g_widths": (16, 64, 128), "d_widths": (16, 32, 64, 128), "r_widths": (16, 32),
+            "editor": (64, 3)},
+    "tiny": {"g_stem": (8,), "g_widths": (8, 16, 16), "d_widths": (8, 16, 16, 16), "r_widths": (8, 8),
+             "editor": (8, 1)},
 }
+GENERATORS = ("pixel", "latent")
 
 
 RECIPES: dict[str, dict[str, Any]] = {
@@ -69,6 +76,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     # warm-up plus the conditional D gives semantic, input-specific edits
     "cpu": {"profile": "cpu", "steps": 1500, "d_every": 1, "lambda_rec": 20.0, "lambda_gan": 5.0,
             "conditional_d": True, "warmup_steps": 300, "phi_noise": 0.05, "bf16": True, "channels_last": True},
+    # G' edits the latent of a small autoencoder (trained once per dataset); it starts at the identity,
+    # so no warm-up, and its outputs are decoded images (benchmarks/RESULTS.md, "latent generator")
+    "latent": {"generator": "latent", "profile": "cpu", "steps": 800, "d_every": 1, "lambda_rec": 20.0,
+               "lambda_gan": 5.0, "conditional_d": True, "warmup_steps": 0, "bf16": True},
 }
 
 
@@ -79,6 +90,9 @@ class CEConfig:
     ``milestones`` (fractions of ``steps``; the paper's 300/350 and 325/350)."""
 
     concepts: int = 2
+    generator: str = "pixel"  # pixel: G as in appendix E.1; latent: G' edits an autoencoder's latent code
+    autoencoder: str | None = None  # latent: an autoencoder file or "kl:<folder|hub id>"; None: train one at fit
+    autoencoder_steps: int = 1500  # latent, autoencoder trained at fit: its step budget
     profile: str = "cpu"
     lambda_gan: float = 1.0
     lambda_phi: float = 1.0
@@ -117,6 +131,8 @@ class CEConfig:
         self.betas, self.milestones = tuple(self.betas), tuple(self.milestones)
         if self.profile not in PROFILES:
             raise ConfigError(f"unknown explainer profile {self.profile!r}. Fix: use one of {', '.join(PROFILES)}")
+        if self.generator not in GENERATORS:
+            raise ConfigError(f"unknown generator {self.generator!r}. Fix: use one of {', '.join(GENERATORS)}")
         if not 1 <= self.concepts <= MAX_CONCEPTS or self.steps < 1 or self.batch_size < 2 or self.d_every < 1:
             raise ConfigError(f"concepts must lie in [1, {MAX_CONCEPTS}], steps >= 1, batch_size >= 2 and d_every "
                               f">= 1; got {self.concepts}, {self.steps}, {self.batch_size}, {self.d_every}")
@@ -137,10 +153,12 @@ class CounterfactualExplainer:
     at ``fit`` (or at once when ``image_shape`` is given)."""
 
     def __init__(self, config: CEConfig | None = None, image_shape: tuple[int, int, int] | None = None,
-                 on_sample: Callable[[int, Explanation], None] | None = None):
+                 on_sample: Callable[[int, Explanation], None] | None = None,
+                 autoencoder: torch.nn.Module | None = None):
         self.config = config or CEConfig()
         self.image_shape: tuple[int, int, int] | None = None
         self.on_sample = on_sample  # called with (step, counterfactuals of a probe batch) during training
+        self.autoencoder = autoencoder  # latent generator: the autoencoder G' edits in (frozen)
         self.history: list[dict[str, float]] = []
         self.step = 0
         self.detector = None
@@ -158,8 +176,19 @@ class CounterfactualExplainer:
         k = self.config.concepts
         with torch.random.fork_rng(devices=[]):  # the same initial weights for the same seed
             torch.manual_seed(self.config.seed)
-            self.generator = Generator(GeneratorConfig(c, len(ALPHAS) * k, widths["g_stem"][0],
-                                                       tuple(widths["g_widths"])))
+            if self.config.generator == "latent":
+                if self.autoencoder is None:
+                    self.autoencoder = load_autoencoder(self.config.autoencoder) if self.config.autoencoder else None
+                if self.autoencoder is None:
+                    raise ConfigError("the latent generator needs an autoencoder. Fix: pass autoencoder= (a file or "
+                                      "kl:<folder>) or let fit(detector, data) train one")
+                z = latent_shape(self.autoencoder, self.image_shape)
+                width, blocks = widths["editor"]
+                self.generator = LatentGenerator(self.autoencoder, LatentEditor(
+                    EditorConfig(z[0], len(ALPHAS) * k, width, blocks)))
+            else:
+                self.generator = Generator(GeneratorConfig(c, len(ALPHAS) * k, widths["g_stem"][0],
+                                                           tuple(widths["g_widths"])))
             self.discriminator = Discriminator(DiscriminatorConfig(c, tuple(widths["d_widths"]),
                                                                    2 if self.config.conditional_d else 0))
             self.concept = ConceptClassifier(ConceptConfig(c, k, tuple(widths["r_widths"])))
@@ -211,6 +240,8 @@ class CounterfactualExplainer:
         its OE (or known anomalies): one G + R update per batch, a D update every ``d_every`` batches,
         on the library's ``Loop`` (step budget, progress, checkpoints, resume, divergence checks)."""
         if self.image_shape is None:
+            if self.config.generator == "latent" and self.autoencoder is None and not self.config.autoencoder:
+                self.autoencoder = self._train_autoencoder(data)
             self._build(tuple(data.image_shape))
         elif tuple(data.image_shape) != self.image_shape:
             raise ConfigError(f"explainer built for images {self.image_shape}, data {data.name!r} has "
@@ -282,6 +313,17 @@ class CounterfactualExplainer:
                 m.eval().to(memory_format=torch.contiguous_format)
         return self
 
+    def _train_autoencoder(self, data: ADData) -> torch.nn.Module:
+        """An autoencoder for this task's images (normal and anomalous side), when none was given: the
+        experiments layer trains one per dataset instead and shares it (``experiments/latent_cache.py``)."""
+        pool = anomaly_pool(data)
+        images = data.train_normal if pool is None else torch.cat([data.train_normal, pool])
+        cfg = AutoencoderTraining(steps=self.config.autoencoder_steps, seed=self.config.seed, bf16=self.config.bf16,
+                                  device=self.config.device)
+        folder = Path(self.config.checkpoint_dir).parent / "autoencoder" if self.config.checkpoint_dir else None
+        log.info(f"training the latent autoencoder on {len(images)} images ({cfg.steps} steps)")
+        return train_autoencoder(images, cfg, folder, self.config.progress)
+
     def _sample(self, step: int, probe: Tensor) -> None:
         """Training-time look at the explainer: the callback's sample grid, then collapse warnings."""
         if self.on_sample is not None:
@@ -312,6 +354,8 @@ class CounterfactualExplainer:
             raise RuntimeError("nothing to save: the explainer has not been fitted")
         meta = {"format": FORMAT, "image_shape": json.dumps(list(self.image_shape)),
                 "config": json.dumps(asdict(self.config)), "step": str(self.step)}
+        if isinstance(self.autoencoder, LatentAutoencoder):
+            meta["autoencoder"] = json.dumps(asdict(self.autoencoder.config))
         return write_weights(path, self.state_tensors(), meta)
 
     @classmethod
@@ -326,7 +370,12 @@ class CounterfactualExplainer:
                                                                      for v in shape)):
             raise CheckpointError(f"{path}: image_shape {shape!r} is not (C, H, W). Fix: pass a file written by "
                                   f"{writer}")
-        explainer = cls(config, tuple(shape))
+        autoencoder = None
+        if config.generator == "latent" and "autoencoder" in meta:  # its weights are in the file, with G's
+            ae_config = from_dict(AutoencoderConfig, metadata_json(meta, "autoencoder", path, writer),
+                                  f"{path}: autoencoder")
+            autoencoder = LatentAutoencoder(ae_config)
+        explainer = cls(config, tuple(shape), autoencoder=autoencoder)
         explainer.load_state_tensors(tensors, path)
         explainer.step = int(meta.get("step", 0)) if str(meta.get("step", "0")).isdigit() else 0
         explainer.detector = detector

@@ -1,0 +1,70 @@
+"""The latent counterfactual generator: autoencoder, editor, explainer round trip, AutoencoderKL path."""
+
+from __future__ import annotations
+
+import torch
+
+from anomalens.data.addata import ADData
+from anomalens.detectors.oe import OEDetector
+from anomalens.explain.autoencoders import AutoencoderTraining, load_autoencoder, save_autoencoder, train_autoencoder
+from anomalens.explain.counterfactual import CEConfig, CounterfactualExplainer
+from anomalens.nets.latent import EditorConfig, LatentEditor, LatentGenerator
+
+SHAPE = (1, 28, 28)
+
+
+def _data(n: int = 64) -> ADData:
+    g = torch.Generator().manual_seed(0)
+    normal = torch.rand(n, *SHAPE, generator=g) * 0.1
+    normal[:, :, 4:24, 4:10] = 0.9
+    oe = torch.rand(n, *SHAPE, generator=g) * 0.1
+    oe[:, :, 4:24, 18:24] = 0.9
+    return ADData(train_normal=normal, train_oe=oe, test_x=torch.cat([normal[:8], oe[:8]]),
+                  test_y=torch.cat([torch.zeros(8), torch.ones(8)]).long(), name="bars")
+
+
+def test_autoencoder_learns_and_the_editor_starts_at_its_reconstruction(tmp_path) -> None:
+    data = _data()
+    images = torch.cat([data.train_normal, data.train_oe])
+    cfg = AutoencoderTraining(steps=60, batch_size=32, lr=3e-3, log_every=20, network={"widths": (8, 16),
+                                                                                         "latent_channels": 4})
+    ae = train_autoencoder(images, cfg, progress=False)
+    assert ae.history[-1]["mse"] < 0.5 * ae.history[0]["mse"]
+    assert ae.encode(images[:2]).shape == (2, 4, 7, 7)
+    path = save_autoencoder(ae, tmp_path / "ae.safetensors")
+    loaded = load_autoencoder(str(path))
+    assert torch.equal(loaded(images[:3]), ae(images[:3]))
+    generator = LatentGenerator(loaded, LatentEditor(EditorConfig(4, 6, 8, 1))).eval()
+    condition = torch.tensor([0, 3, 5])
+    assert torch.allclose(generator(images[:3], condition), ae(images[:3]).clamp(0, 1), atol=1e-6)
+    assert all(not p.requires_grad for p in generator.autoencoder.parameters())
+
+
+def test_latent_explainer_trains_its_autoencoder_explains_and_round_trips(tmp_path) -> None:
+    data = _data()
+    detector = OEDetector("bce", SHAPE).eval()
+    cfg = CEConfig.recipe("latent", profile="tiny", steps=4, batch_size=8, autoencoder_steps=5, sample_every=0,
+                          progress=False, bf16=False, checkpoint_dir=str(tmp_path / "ck"))
+    explainer = CounterfactualExplainer(cfg).fit(detector, data)
+    assert (tmp_path / "autoencoder").is_dir()  # the autoencoder's own checkpoints, resumable
+    result = explainer.explain(data.train_oe[:3])
+    assert result.outputs.shape == (3, 2, *SHAPE) and result.score_after.shape == (3, 2)
+    path = explainer.save(tmp_path / "explainer.safetensors")
+    loaded = CounterfactualExplainer.load(path, detector)
+    assert torch.equal(loaded.explain(data.train_oe[:3]).outputs, result.outputs)
+
+
+def test_a_pretrained_autoencoder_kl_from_a_local_folder(tmp_path) -> None:
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL(in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+                        norm_num_groups=4, sample_size=28)
+    vae.save_pretrained(tmp_path / "vae")
+    ae = load_autoencoder(f"kl:{tmp_path / 'vae'}")
+    x = torch.rand(2, *SHAPE)
+    assert ae.encode(x).shape == (2, 4, 14, 14) and ae.decode(ae.encode(x)).shape == (2, *SHAPE)
+    cfg = CEConfig.recipe("latent", profile="tiny", steps=2, batch_size=4, sample_every=0, progress=False, bf16=False,
+                          autoencoder=f"kl:{tmp_path / 'vae'}")
+    explainer = CounterfactualExplainer(cfg).fit(OEDetector("bce", SHAPE).eval(), _data(16))
+    assert explainer.explain(x).outputs.shape == (2, 2, *SHAPE)
