@@ -117,7 +117,7 @@ def test_inception_random_init_gives_2048_features() -> None:
     out = extractor(torch.rand(2, 1, 28, 28))  # grey, tiny: repeated to RGB and resized to 299 px
     assert out.shape == (2, 2048) and torch.isfinite(out).all()
     assert isinstance(extractor, FeatureExtractor)
-    assert extractor.name == "inception_v3:random_init"
+    assert extractor.name == "inception-torchvision (random_init)"
     pre = extractor.preprocess(torch.ones(1, 1, 28, 28))
     assert pre.shape == (1, 3, 299, 299) and torch.allclose(pre, torch.ones_like(pre))  # 1 -> +1
 
@@ -149,7 +149,7 @@ def test_inception_state_dict_round_trip(tmp_path: Path, suffix: str) -> None:
     else:
         torch.save(state, path)
     loaded = InceptionFeatures(path, seed=2)
-    assert loaded.name == f"inception_v3:{path.name}"
+    assert loaded.name == f"inception-torchvision ({path.name})"
     for key, value in source.state_dict().items():
         assert torch.equal(loaded.net.state_dict()[key], value), key
 
@@ -158,7 +158,8 @@ def test_inception_state_dict_without_batch_counters_loads() -> None:
     # torchvision's original inception file predates num_batches_tracked
     source = InceptionV3()
     state = {k: v for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")}
-    extractor = InceptionFeatures.from_state_dict(state)
+    with pytest.warns(UserWarning, match="assuming torchvision"):  # no classifier keys: variant unknowable
+        extractor = InceptionFeatures.from_state_dict(state)
     assert torch.equal(extractor.net.Mixed_7c.branch_pool.conv.weight, source.Mixed_7c.branch_pool.conv.weight)
 
 
@@ -183,6 +184,7 @@ def test_missing_inception_weights_error(tmp_path: Path) -> None:
     message = str(info.value)
     assert "inception_v3_missing.pth" in message
     assert "IMAGENET1K_V1" in message and "ClassifierFeatures" in message and INCEPTION_ENV in message
+    assert "pt_inception-2015-12-05-6726825d.pth" in message  # the FID file comes first
     assert isinstance(info.value, AnomalensError) and isinstance(info.value, FileNotFoundError)
 
 
@@ -293,7 +295,7 @@ def test_feature_extractor_choice(oracle, tmp_path: Path, monkeypatch: pytest.Mo
     torch.save(torchvision_style_state(InceptionV3()), weights)
     monkeypatch.setenv(INCEPTION_ENV, str(weights))
     chosen = feature_extractor(None, model)
-    assert isinstance(chosen, InceptionFeatures) and chosen.name == "inception_v3:inception_env.pth"
+    assert isinstance(chosen, InceptionFeatures) and chosen.name == "inception-torchvision (inception_env.pth)"
 
 
 def test_fid_n_keys_and_name(oracle) -> None:

@@ -1,18 +1,40 @@
-"""FID with pluggable feature extractors: Inception-v3 pool3 when its weights are on disk, else the oracle.
+"""FID with pluggable feature extractors: the FID Inception-v3 when its weights are on disk, else the oracle.
 
 Why: the counterfactual paper judges how realistic counterfactual explanations (CEs) are by the FID
 between CEs and normal samples, normalised by the FID between the anomalies and the normal samples
-(appendix D): ``fid_n`` = 100% means "as realistic as the anomalies themselves". The usual feature
-space is Inception-v3's 2048-d pool3 output; torchvision cannot be imported here and nothing can be
-downloaded at run time, so the network is written out below with torchvision's parameter names and
-reads a locally saved torchvision ``inception_v3`` ImageNet state dict. Without one, the oracle
-classifier's penultimate features (``ClassifierFeatures``) are the offline fallback; every result
-records which features it used (``fid_features``), as the two kinds of FID are not comparable.
+(appendix D): ``fid_n`` = 100% means "as realistic as the anomalies themselves". torchvision cannot
+be imported here and nothing can be downloaded at run time, so Inception-v3 is written out below
+(with torchvision's parameter names) and reads a local weights file. Three feature spaces exist, and
+FIDs from different ones are not comparable, so every result names its space in ``fid_features``:
+
+* ``inception-fid (pt_inception-2015-12-05)``: the network the papers' FIDs use (TTUR's TensorFlow
+  graph, ported by pytorch-fid). It is torchvision's architecture with three changes: the average
+  pools inside the Mixed blocks ignore the zero padding (``count_include_pad=False``, as TensorFlow
+  does), the last block (Mixed_7c) max-pools in its pool branch, and the classifier has 1008 logits.
+  Its weights are pytorch-fid's release file ``pt_inception-2015-12-05-6726825d.pth`` (URL in
+  ``FID_WEIGHTS_URL``); its state dict has torchvision's names, no ``AuxLogits.*``, and
+  ``fc.weight`` of shape (1008, 2048). pytorch-fid's source does not publish the file's full sha256;
+  the ``6726825d`` in its name is, by torch.hub's naming convention, the sha256's first 8 hex digits,
+  and the label says ``pt_inception-2015-12-05`` only for a file whose sha256 starts with them
+  (other FID-shaped weights get ``inception-fid (other weights: NAME, sha256 XXXXXXXX)`` and a warning).
+  Only this space gives ``fid_n`` values comparable with the papers.
+* ``inception-torchvision (FILE)``: torchvision's ImageNet ``inception_v3`` weights. Same input
+  handling, but other weights and average pools, so its FIDs differ from the papers'.
+* ``classifier:HEADS``: the oracle classifier's penultimate features, the offline fallback.
+
+Pass the weights file as ``--fid-features FILE`` or in ``$ANOMALENS_INCEPTION_WEIGHTS``; the variant
+is read off the file's keys (``fc.weight`` with 1008 rows -> FID, 1000 rows or ``AuxLogits.*`` ->
+torchvision) unless ``kind=`` says it. Input preprocessing is pytorch-fid's: grey images repeated to
+3 channels (its loader converts to RGB), bilinear resize to 299 px (align_corners=False, no
+antialiasing), then 2x - 1 to [-1, 1]; features are the 2048-d global average pool of Mixed_7c.
+See docs/fid.md.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -25,14 +47,22 @@ from anomalens.errors import ConfigError, DataFormatError
 from anomalens.metrics.oracle import LabelClassifier, WeightsNotFoundError
 
 __all__ = ["ClassifierFeatures", "FeatureExtractor", "InceptionFeatures", "InceptionV3", "WeightsNotFoundError",
-           "feature_extractor", "fid", "fid_n", "frechet_distance", "INCEPTION_ENV"]
+           "feature_extractor", "fid", "fid_n", "frechet_distance", "INCEPTION_ENV", "FID_WEIGHTS_FILE",
+           "FID_WEIGHTS_URL", "KINDS", "detect_kind"]
 
 INCEPTION_ENV = "ANOMALENS_INCEPTION_WEIGHTS"
+FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
+FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_FILE
+FID_SHA256_PREFIX = "6726825d"  # torch.hub convention: the file name carries its sha256's first 8 hex digits
+FID_LOGITS = 1008  # the class count of TensorFlow's 2015 Inception graph (torchvision's has 1000)
+KINDS = ("fid", "torchvision")
 HOW_TO_GET_INCEPTION = (
-    "on a machine with torchvision run: import torch, torchvision; torch.save(torchvision.models.inception_v3("
-    "weights='IMAGENET1K_V1').state_dict(), 'inception_v3.pth') and copy the file here (or convert it to "
-    f".safetensors); pass its path or set {INCEPTION_ENV}. Offline fallback: ClassifierFeatures(oracle), "
-    "the oracle classifier's features (FIDs then are not comparable to Inception FIDs)"
+    f"for FID comparable with the papers download pytorch-fid's {FID_WEIGHTS_FILE} ({FID_WEIGHTS_URL}) on a "
+    f"machine with network access and copy it here; pass its path (--fid-features FILE) or set {INCEPTION_ENV}. "
+    "torchvision's weights also load (FIDs then differ from the papers'): on a machine with torchvision run: "
+    "import torch, torchvision; torch.save(torchvision.models.inception_v3(weights='IMAGENET1K_V1').state_dict(), "
+    "'inception_v3.pth'). Either file may be converted to .safetensors. Offline fallback: "
+    "ClassifierFeatures(oracle), the oracle classifier's features (FIDs then are not comparable to Inception FIDs)"
 )
 
 
@@ -131,15 +161,32 @@ class BasicConv2d(nn.Module):
         return F.relu(self.bn(self.conv(x)))
 
 
-def _avg3(x: torch.Tensor) -> torch.Tensor:
+# The 3x3 stride-1 pools feeding the ``branch_pool`` convolution of the A, C and E blocks: the one
+# place (besides the weights and the 1008 logits) where the FID network differs from torchvision's.
+def _avg_pad_counted(x: torch.Tensor) -> torch.Tensor:
+    """torchvision: border windows average over 9 cells, zero padding included."""
     return F.avg_pool2d(x, 3, stride=1, padding=1)
+
+
+def _avg_pad_ignored(x: torch.Tensor) -> torch.Tensor:
+    """TensorFlow (so the FID network): border windows average over their real cells only."""
+    return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+
+
+def _max3(x: torch.Tensor) -> torch.Tensor:
+    """The FID network's last block (Mixed_7c) max-pools here: a quirk of TF's 2015 graph, kept for comparability."""
+    return F.max_pool2d(x, 3, stride=1, padding=1)
+
+
+BRANCH_POOLS = {"avg": _avg_pad_counted, "avg_no_pad": _avg_pad_ignored, "max": _max3}
 
 
 class InceptionA(nn.Module):
     """35x35 block: 1x1, 5x5, double 3x3 and pooled branches -> 224 + pool_features channels."""
 
-    def __init__(self, c_in: int, pool_features: int):
+    def __init__(self, c_in: int, pool_features: int, pool: str = "avg"):
         super().__init__()
+        self.pool = pool  # a key of BRANCH_POOLS; not a parameter, so the state dict is the same for every pool
         self.branch1x1 = BasicConv2d(c_in, 64, 1)
         self.branch5x5_1 = BasicConv2d(c_in, 48, 1)
         self.branch5x5_2 = BasicConv2d(48, 64, 5, padding=2)
@@ -151,7 +198,7 @@ class InceptionA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.branch1x1(x), self.branch5x5_2(self.branch5x5_1(x)),
                           self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
-                          self.branch_pool(_avg3(x))], 1)
+                          self.branch_pool(BRANCH_POOLS[self.pool](x))], 1)
 
 
 class InceptionB(nn.Module):
@@ -172,9 +219,10 @@ class InceptionB(nn.Module):
 class InceptionC(nn.Module):
     """17x17 block with factorised 7x7 convolutions (1x7 then 7x1) of width c7 -> 768 channels."""
 
-    def __init__(self, c_in: int, channels_7x7: int):
+    def __init__(self, c_in: int, channels_7x7: int, pool: str = "avg"):
         super().__init__()
         c7 = channels_7x7
+        self.pool = pool
         self.branch1x1 = BasicConv2d(c_in, 192, 1)
         self.branch7x7_1 = BasicConv2d(c_in, c7, 1)
         self.branch7x7_2 = BasicConv2d(c7, c7, (1, 7), padding=(0, 3))
@@ -191,7 +239,7 @@ class InceptionC(nn.Module):
         d = x
         for i in range(1, 6):
             d = getattr(self, f"branch7x7dbl_{i}")(d)
-        return torch.cat([self.branch1x1(x), b7, d, self.branch_pool(_avg3(x))], 1)
+        return torch.cat([self.branch1x1(x), b7, d, self.branch_pool(BRANCH_POOLS[self.pool](x))], 1)
 
 
 class InceptionD(nn.Module):
@@ -214,8 +262,9 @@ class InceptionD(nn.Module):
 class InceptionE(nn.Module):
     """8x8 block with split 1x3 / 3x1 branches -> 320 + 768 + 768 + 192 = 2048 channels."""
 
-    def __init__(self, c_in: int):
+    def __init__(self, c_in: int, pool: str = "avg"):
         super().__init__()
+        self.pool = pool
         self.branch1x1 = BasicConv2d(c_in, 320, 1)
         self.branch3x3_1 = BasicConv2d(c_in, 384, 1)
         self.branch3x3_2a = BasicConv2d(384, 384, (1, 3), padding=(0, 1))
@@ -230,34 +279,50 @@ class InceptionE(nn.Module):
         b3 = self.branch3x3_1(x)
         d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
         return torch.cat([self.branch1x1(x), self.branch3x3_2a(b3), self.branch3x3_2b(b3),
-                          self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d), self.branch_pool(_avg3(x))], 1)
+                          self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d),
+                          self.branch_pool(BRANCH_POOLS[self.pool](x))], 1)
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise ConfigError(f"Inception kind must be one of {KINDS}, got {kind!r}. Fix: pass kind='fid' for "
+                          f"pytorch-fid's {FID_WEIGHTS_FILE}, kind='torchvision' for torchvision's weights, or "
+                          "leave kind unset to read it off the weights file")
+    return kind
 
 
 class InceptionV3(nn.Module):
-    """Inception-v3 up to the global average pool (pool3): (N, 3, 299, 299) in [-1, 1] -> (N, 2048).
+    """Inception-v3 up to the global average pool (pool3): (N, 3, H, W) in [-1, 1] -> (N, 2048).
 
-    Module names equal torchvision's, so its state dict (minus ``AuxLogits.*`` and ``fc.*``, which
-    FID does not use) loads with strict key matching.
+    ``kind="torchvision"``: torchvision's network; module names equal torchvision's, so its state dict
+    (minus ``AuxLogits.*`` and ``fc.*``, which FID does not use) loads with strict key matching.
+    ``kind="fid"``: the FID network of TTUR / pytorch-fid (see the module docstring): pools that
+    ignore padding, a max-pool in Mixed_7c and the 1008-logit ``fc``, kept so that pytorch-fid's
+    weights file loads strictly (every key checked) and ``logits`` can be compared with TensorFlow's.
     """
 
-    def __init__(self):
+    def __init__(self, kind: str = "torchvision"):
         super().__init__()
+        self.kind = _check_kind(kind)
+        pool = "avg_no_pad" if kind == "fid" else "avg"
         self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2)
         self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3)
         self.Conv2d_2b_3x3 = BasicConv2d(32, 64, 3, padding=1)
         self.Conv2d_3b_1x1 = BasicConv2d(64, 80, 1)
         self.Conv2d_4a_3x3 = BasicConv2d(80, 192, 3)
-        self.Mixed_5b = InceptionA(192, pool_features=32)
-        self.Mixed_5c = InceptionA(256, pool_features=64)
-        self.Mixed_5d = InceptionA(288, pool_features=64)
+        self.Mixed_5b = InceptionA(192, pool_features=32, pool=pool)
+        self.Mixed_5c = InceptionA(256, pool_features=64, pool=pool)
+        self.Mixed_5d = InceptionA(288, pool_features=64, pool=pool)
         self.Mixed_6a = InceptionB(288)
-        self.Mixed_6b = InceptionC(768, channels_7x7=128)
-        self.Mixed_6c = InceptionC(768, channels_7x7=160)
-        self.Mixed_6d = InceptionC(768, channels_7x7=160)
-        self.Mixed_6e = InceptionC(768, channels_7x7=192)
+        self.Mixed_6b = InceptionC(768, channels_7x7=128, pool=pool)
+        self.Mixed_6c = InceptionC(768, channels_7x7=160, pool=pool)
+        self.Mixed_6d = InceptionC(768, channels_7x7=160, pool=pool)
+        self.Mixed_6e = InceptionC(768, channels_7x7=192, pool=pool)
         self.Mixed_7a = InceptionD(768)
-        self.Mixed_7b = InceptionE(1280)
-        self.Mixed_7c = InceptionE(2048)
+        self.Mixed_7b = InceptionE(1280, pool=pool)
+        self.Mixed_7c = InceptionE(2048, pool="max" if kind == "fid" else "avg")
+        if kind == "fid":
+            self.fc = nn.Linear(2048, FID_LOGITS)
         self.out_dim = 2048
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -269,8 +334,36 @@ class InceptionV3(nn.Module):
             x = getattr(self, f"Mixed_{name}")(x)
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The FID network's 1008 class logits (dropout is inactive in eval mode, so fc(pool3))."""
+        if self.kind != "fid":
+            raise ConfigError("logits: the torchvision variant is built without its classifier. Fix: use "
+                              "InceptionV3(kind='fid')")
+        return self.fc(self(x))
 
-_IGNORED_PREFIXES = ("AuxLogits.", "fc.")
+
+# torchvision files carry classifier heads FID does not use; the FID file's fc is loaded (and checked)
+_IGNORED_PREFIXES = {"torchvision": ("AuxLogits.", "fc."), "fid": ()}
+
+
+def detect_kind(state: dict[str, torch.Tensor], source: Path | str | None = None) -> str:
+    """Which variant a state dict holds, "fid" or "torchvision", read off its classifier keys.
+
+    pytorch-fid's file has ``fc.weight`` of shape (1008, 2048) and no ``AuxLogits``; torchvision's has
+    a 1000-row ``fc`` and ``AuxLogits.*``. An Inception trunk with neither (heads stripped) cannot be
+    told apart: it is taken as torchvision's, as before this variant existed, with a warning. Anything
+    else is taken as torchvision's too, and the strict key check then names what does not fit.
+    """
+    keys = {k.removeprefix("module."): v for k, v in state.items()}
+    fc = keys.get("fc.weight")
+    if fc is not None and fc.shape[0] == FID_LOGITS:
+        return "fid"
+    headless = fc is None and not any(k.startswith("AuxLogits.") for k in keys)
+    if headless and "Mixed_7c.branch_pool.conv.weight" in keys:
+        warnings.warn(f"{source if source is not None else '<state dict>'}: no classifier keys, so the Inception "
+                      "variant cannot be told from the weights; assuming torchvision's. Pass kind='fid' if these "
+                      "are pytorch-fid's weights", stacklevel=3)
+    return "torchvision"
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -291,26 +384,35 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class InceptionFeatures:
     """Inception-v3 pool3 features (2048-d) of images in [0, 1], for FID.
 
-    Input handling: 1-channel images are repeated to 3 channels, resized bilinearly
-    (align_corners=False) to ``resize`` px (299 as for FID) and scaled to [-1, 1] by 2x - 1. That is
-    exactly what torchvision's ImageNet pipeline feeds the first convolution: ImageNet mean/std
-    normalisation followed by ``transform_input=True`` (which torchvision sets with pretrained
-    weights) reduces to (x - 0.5) / 0.5.
+    Input handling is pytorch-fid's: 1-channel images are repeated to 3 channels, resized bilinearly
+    (align_corners=False) to ``resize`` px (299 as for FID) and scaled to [-1, 1] by 2x - 1. The
+    same input suits torchvision's weights: ImageNet mean/std normalisation followed by
+    ``transform_input=True`` (which torchvision sets with pretrained weights) reduces to (x - 0.5) / 0.5.
 
-    ``InceptionFeatures(path)`` reads a torchvision ``inception_v3`` state dict from a ``.pth``/``.pt``
-    (``torch.load(weights_only=True)``) or ``.safetensors`` file; ``random_init=True`` builds an
-    untrained network (for tests only: its FIDs mean nothing).
+    ``InceptionFeatures(path)`` reads a state dict from a ``.pth``/``.pt`` (``torch.load(weights_only=True)``)
+    or ``.safetensors`` file: pytorch-fid's FID weights or torchvision's ``inception_v3``, told apart
+    by ``detect_kind`` unless ``kind`` is given. ``random_init=True`` builds an untrained network of
+    ``kind`` (default torchvision; for tests only: its FIDs mean nothing). ``name`` is the label
+    results carry as ``fid_features``.
     """
 
-    def __init__(self, weights_path: str | Path | None = None, *, random_init: bool = False,
+    def __init__(self, weights_path: str | Path | None = None, *, kind: str | None = None, random_init: bool = False,
                  batch_size: int = 50, resize: int = 299, seed: int = 0):
         if resize < 75:
             raise ConfigError(f"Inception-v3 needs inputs of at least 75 px, got resize={resize}")
         self.batch_size, self.resize = max(1, int(batch_size)), int(resize)
-        path = None
+        path, state = None, None
         if not random_init:
             if weights_path is None:
                 raise ConfigError(f"InceptionFeatures needs weights_path (or random_init=True for tests). Fix: "
@@ -319,42 +421,68 @@ class InceptionFeatures:
             if not path.is_file():
                 raise WeightsNotFoundError(f"{path}: Inception-v3 weights file not found. "
                                            f"Fix: {HOW_TO_GET_INCEPTION}")
+            state = _read_state_dict(path)
+        self.kind = _check_kind(kind) if kind is not None else (
+            detect_kind(state, path) if state is not None else "torchvision")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.net = InceptionV3().eval()
+            self.net = InceptionV3(self.kind).eval()
         self.source: Path | None = None
-        self.name = "inception_v3:random_init"
-        if path is not None:
-            self.load_state_dict(_read_state_dict(path), source=path)
+        self.name = f"inception-{self.kind} (random_init)"
+        if state is not None:
+            self.load_state_dict(state, source=path)
 
     @classmethod
-    def from_state_dict(cls, state_dict: dict[str, torch.Tensor], **kwargs: Any) -> InceptionFeatures:
-        """An extractor from an in-memory torchvision-named state dict (``AuxLogits.*``/``fc.*`` ignored)."""
-        extractor = cls(random_init=True, **kwargs)
+    def from_state_dict(cls, state_dict: dict[str, torch.Tensor], kind: str | None = None,
+                        **kwargs: Any) -> InceptionFeatures:
+        """An extractor from an in-memory state dict of either variant (kind read off its keys if not given)."""
+        kind = kind if kind is not None else detect_kind(state_dict)
+        extractor = cls(random_init=True, kind=kind, **kwargs)
         extractor.load_state_dict(state_dict, source=None)
         return extractor
 
     def load_state_dict(self, state_dict: dict[str, torch.Tensor], source: Path | None = None) -> None:
-        """Strict load after dropping the classifier heads; names the source file on a mismatch."""
+        """Strict load into this extractor's variant; names the source file and every kind of mismatch."""
+        where = source if source is not None else "<state dict>"
         state = {k.removeprefix("module."): v for k, v in state_dict.items()}
-        state = {k: v for k, v in state.items() if not k.startswith(_IGNORED_PREFIXES)}
-        for key, buffer in self.net.state_dict().items():
-            # weights saved before PyTorch 0.4.1 (as torchvision's original file) have no batch counters
+        fc = state.get("fc.weight")
+        if self.kind == "torchvision" and fc is not None and fc.shape[0] == FID_LOGITS:
+            # dropping fc would load it silently into the wrong pools
+            raise DataFormatError(where, f"holds the FID Inception's weights (fc.weight {tuple(fc.shape)}) but "
+                                  "kind='torchvision' was asked for", "leave kind unset or pass kind='fid'")
+        state = {k: v for k, v in state.items() if not k.startswith(_IGNORED_PREFIXES[self.kind])}
+        own = self.net.state_dict()
+        for key, buffer in own.items():
+            # weights saved before PyTorch 0.4.1 (both reference files) have no batch counters
             if key.endswith(".num_batches_tracked") and key not in state:
                 state[key] = torch.zeros_like(buffer)
-        own = self.net.state_dict()
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
         if missing or unexpected or wrong_shape:
-            problem = (f"not torchvision inception_v3 weights: {len(missing)} missing keys {missing[:3]}, "
-                       f"{len(unexpected)} unexpected {unexpected[:3]}, {len(wrong_shape)} of wrong shape "
-                       f"{wrong_shape[:3]}")
-            raise DataFormatError(source if source is not None else "<state dict>", problem, HOW_TO_GET_INCEPTION)
+            what = (f"pytorch-fid FID Inception weights ({FID_WEIGHTS_FILE} naming)" if self.kind == "fid"
+                    else "torchvision inception_v3 weights")
+            problem = (f"not {what}: {len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected "
+                       f"{unexpected[:3]}, {len(wrong_shape)} of wrong shape {wrong_shape[:3]}")
+            raise DataFormatError(where, problem, HOW_TO_GET_INCEPTION)
         self.net.load_state_dict(state, strict=True)
         self.net.eval()
         self.source = source
-        self.name = f"inception_v3:{source.name}" if source is not None else "inception_v3:state_dict"
+        self.name = self._label(source)
+
+    def _label(self, source: Path | None) -> str:
+        """``fid_features``: the variant, and which weights (the FID file is recognised by its sha256 prefix)."""
+        if source is None:
+            return f"inception-{self.kind} (state_dict)"
+        if self.kind == "torchvision":
+            return f"inception-torchvision ({source.name})"
+        digest = _sha256(source)
+        if digest.startswith(FID_SHA256_PREFIX):
+            return "inception-fid (pt_inception-2015-12-05)"
+        warnings.warn(f"{source}: FID Inception weights whose sha256 ({digest[:8]}...) is not that of pytorch-fid's "
+                      f"{FID_WEIGHTS_FILE}: FIDs are not comparable with the papers'. Fix: use the released file "
+                      f"as downloaded ({FID_WEIGHTS_URL})", stacklevel=4)
+        return f"inception-fid (other weights: {source.name}, sha256 {digest[:8]})"
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] NCHW with 1 or 3 channels -> 3 x resize x resize in [-1, 1] (see the class docstring)."""
@@ -381,11 +509,10 @@ def feature_extractor(name_or_path: str | Path | None = None,
     """Inception-v3 features if a weights file is given (or in $ANOMALENS_INCEPTION_WEIGHTS) and present,
     else the oracle's features; ``"classifier"`` asks for the oracle explicitly.
 
+    The file's keys choose the variant (pytorch-fid's FID network or torchvision's; see ``detect_kind``).
     A given but absent weights file falls back to the oracle with a warning (the result's
     ``fid_features`` then says "classifier:..."); with no fallback either, a ConfigError explains both ways.
     """
-    import warnings
-
     if name_or_path is not None and str(name_or_path) == "classifier":
         if fallback is None:
             raise ConfigError("feature extractor 'classifier' asked for, but no oracle classifier was given. "
