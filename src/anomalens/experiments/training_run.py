@@ -74,6 +74,13 @@ class TrainJob:
             raise ConfigError(f"unknown detector {self.detector!r}. Fix: use one of {', '.join(registry.names())}")
         if self.oe_size is not None and self.oe_size < 1:
             raise ConfigError(f"oe_size must be >= 1, got {self.oe_size}. Fix: leave it out to use every OE image")
+        if self.known_size is not None and self.known_size < 1:
+            raise ConfigError(f"known_size must be >= 1, got {self.known_size}. Fix: leave it out to use all")
+        if self.image_size is not None and not 8 <= self.image_size <= 4096:
+            raise ConfigError(f"image_size must lie in [8, 4096] pixels, got {self.image_size}. Fix: use e.g. 64")
+        if self.labelled_per_type < 0 or self.focal_gamma < 0:
+            raise ConfigError(f"labelled_per_type and focal_gamma must be >= 0, got {self.labelled_per_type} and "
+                              f"{self.focal_gamma}")
 
     def train_config(self, checkpoint_dir: Path | None, progress: bool = True) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, lr=self.lr, milestones=tuple(self.milestones),
