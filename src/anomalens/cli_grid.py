@@ -95,7 +95,8 @@ def _status(args: argparse.Namespace) -> None:
         at_once = max(1, summary.counts[grid_state.RUNNING])
         eta = summary.eta_seconds()
         print(f"ETA {format_seconds(eta)} at {at_once} run(s) at a time "
-              f"(mean {summary.mean_seconds:.1f} s per finished run)" if eta else "nothing left to run")
+              f"(mean {summary.mean_seconds:.1f} s per finished run)" if eta else
+              "nothing left to run" + (": fix the failed runs and rerun `grid run`" if summary.failures else ""))
     if args.list:
         for name, folder in folders.items():
             print(f"{grid_state.status(folder):<8} {name}")

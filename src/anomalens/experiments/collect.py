@@ -231,8 +231,9 @@ def ce_tables(groups: Sequence[Group], labels: dict[str, dict[str, str]] | None 
         columns = [c for c in CE_COLUMNS if any(c in r for _, r in rows)]
         if len(rows) > 1:
             rows.append(("mean", _mean_row(rows, columns)))
-        seeds = sorted({len(g.seeds) for g in part})
-        notes = [f"mean ± std over {'/'.join(map(str, seeds))} seed(s); mean row: over the normal definitions"]
+        seeds = "/".join(map(str, sorted({len(g.seeds) for g in part})))
+        notes = [f"mean ± std over {seeds} seed(s)" + ("; mean row: over the normal definitions" if len(rows) > 2
+                                                          else "")]
         notes.append(f"[paper]: {', '.join(sorted(sources))} (its OE may differ from ours)" if sources
                      else "the papers have no matching rows")
         tables.append(Table(_title(part[0], keys), "normal", columns, rows, notes))

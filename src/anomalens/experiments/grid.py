@@ -15,14 +15,14 @@ Each run's resolved config (every TrainJob field, the explainer's full config, t
 into its folder name, ``runs/<readable prefix>-<12 hex>``; the same config always lands in the same
 folder, so rerunning a grid skips finished runs (``done`` marker) and resumes interrupted ones from
 their checkpoints (the run functions resume by themselves when called again on the same folder).
-``run_one`` is the single place that knows the train/explain functions.
+What one run does (train, then explain) is ``grid_jobs.run_one``; markers and locks are ``grid_state``;
+where runs execute is ``launchers``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -42,6 +42,7 @@ from anomalens.atomic import atomic_write_json, atomic_write_text, jsonable
 from anomalens.config import from_dict
 from anomalens.errors import AnomalensError, ConfigError
 from anomalens.experiments import grid_state
+from anomalens.experiments.grid_jobs import resolve_explain, run_one
 from anomalens.experiments.training_run import TrainJob
 from anomalens.progress import format_seconds
 
@@ -50,7 +51,6 @@ RESOLVED = "resolved.yaml"  # a run's resolved config (train + explain), written
 RESULT = "result.json"  # a finished run's flat scalar metrics (train, then explain), read by the collector
 LAYOUTS = ("ce", "oe", "curve")
 NOT_HASHED = ("data_root",)  # where the data lives is not what the run is: a cluster node may differ
-RUNTIME_KEYS = ("checkpoint_dir", "progress")  # set by the run functions, never part of a config
 
 
 # --------------------------------------------------------------------------------------- schema
@@ -172,139 +172,6 @@ def with_sets(spec: GridFile, sets: tuple[str, ...], source: str = "grid") -> Gr
     return from_dict(GridFile, data, f"{source} with --set")
 
 
-# ------------------------------------------------------------------------------------ explainers
-
-
-@dataclass
-class CounterfactualOptions:
-    """Arguments of ``explain_counterfactuals`` besides its CEConfig (grid defaults)."""
-
-    recipe: str = "cpu"  # CEConfig.recipe: cpu or paper; other explain keys override its values
-    fid_features: str | None = None
-    with_sub_auroc: bool = True
-    max_anomalies: int = 2000
-    oracle_epochs: int = 3
-    oracle_limit: int | None = None
-
-
-@dataclass
-class RepairOptions:
-    """Arguments of ``explain_repairs`` besides its RepairConfig (grid defaults)."""
-
-    max_anomalies: int = 64
-    baseline: bool = True
-
-
-@dataclass
-class HeatmapOptions:
-    """Arguments of ``explain_run`` (heatmap, gradient, gradient_x_input)."""
-
-    shown: int = 12
-
-
-def _explain_parts(method: str) -> tuple[type, type | None]:
-    """(options dataclass, config dataclass or None) of an explain method."""
-    if method == "counterfactual":
-        from anomalens.explain.counterfactual import CEConfig
-
-        return CounterfactualOptions, CEConfig
-    if method == "repair":
-        from anomalens.explain.repair import RepairConfig
-
-        return RepairOptions, RepairConfig
-    from anomalens.experiments.explain_run import EXPLAIN_METHODS
-
-    if method not in EXPLAIN_METHODS:
-        known = ", ".join(["counterfactual", "repair", *EXPLAIN_METHODS])
-        raise ConfigError(f"explain: method: {method!r} is unknown. Fix: one of {known}")
-    return HeatmapOptions, None
-
-
-def resolve_explain(explain: dict[str, Any], seed: int, where: str) -> dict[str, Any]:
-    """The explain block with every default filled in and the run's seed: what gets hashed and run."""
-    explain = dict(explain)
-    method = explain.pop("method")
-    options_cls, config_cls = _explain_parts(method)
-    option_keys = {f.name for f in dataclasses.fields(options_cls)}
-    config_keys = {f.name for f in dataclasses.fields(config_cls)} - set(RUNTIME_KEYS) if config_cls else set()
-    if "seed" in explain:
-        raise ConfigError(f"{where}: explain: seed is set per run from `seeds`. Fix: remove it")
-    unknown = sorted(set(explain) - option_keys - config_keys)
-    if unknown:
-        raise ConfigError(f"{where}: explain ({method}): unknown key(s) {unknown}. Fix: use "
-                          f"{', '.join(sorted(option_keys | config_keys - {'seed'}))}")
-    options = asdict(from_dict(options_cls, {k: v for k, v in explain.items() if k in option_keys},
-                               f"{where}: explain"))
-    resolved: dict[str, Any] = {"method": method, **options}
-    if config_cls is not None:
-        given = {k: v for k, v in explain.items() if k in config_keys}
-        try:
-            start = asdict(config_cls.recipe(options["recipe"])) if method == "counterfactual" else {}
-            config = from_dict(config_cls, {**start, **given, "seed": seed}, f"{where}: explain")
-            if hasattr(config, "validate"):
-                config.validate()
-        except (TypeError, ValueError) as e:
-            raise ConfigError(str(e) if str(e).startswith(where) else f"{where}: explain: {e}") from e
-        resolved.update({k: v for k, v in asdict(config).items() if k not in RUNTIME_KEYS})
-    return json.loads(json.dumps(resolved, default=jsonable))
-
-
-def _explain(explain: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """Run the explain step on a trained run folder; the one call site of the explain functions."""
-    method = explain["method"]
-    options_cls, config_cls = _explain_parts(method)
-    option_keys = {f.name for f in dataclasses.fields(options_cls)}
-    options = {k: v for k, v in explain.items() if k in option_keys}
-    config = {k: v for k, v in explain.items() if k not in option_keys and k != "method"}
-    if method == "counterfactual":
-        from anomalens.experiments.counterfactual_run import explain_counterfactuals
-
-        options.pop("recipe")
-        return explain_counterfactuals(folder, from_dict(config_cls, config), **options)
-    if method == "repair":
-        from anomalens.experiments.repair_run import explain_repairs
-
-        return explain_repairs(folder, from_dict(config_cls, config), **options)
-    from anomalens.experiments.explain_run import explain_run
-
-    return explain_run(folder, method, **options)
-
-
-def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float | str]:
-    """Scalars of a metrics dict; nested dicts become dotted keys, lists and histories are dropped."""
-    out: dict[str, float | str] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flat_metrics(value, f"{name}."))
-        elif isinstance(value, (bool, int, float, str)) or value is None:
-            out[name] = value
-        elif hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-            out[name] = value.item()
-    return out
-
-
-def run_one(config: dict[str, Any], folder: str | Path) -> dict[str, Any]:
-    """Train (or resume) the run's detector into ``folder``, then its explain step if any; returns the
-    flat metrics (the explainer's own ``train_seconds``/``steps`` become ``explain_train_seconds``/
-    ``explain_steps``). Called again on the same folder, each step resumes from its checkpoints."""
-    from anomalens.experiments.training_run import run_training
-    from anomalens.runs import seed_everything
-
-    folder = Path(folder)
-    job = from_dict(TrainJob, config["train"], str(folder / RESOLVED))
-    seed_everything(job.seed)  # whatever the process ran before: a fresh worker and a reused one agree
-    metrics = flat_metrics(run_training(job, folder))
-    if config.get("explain"):
-        seed_everything(job.seed)  # the same start whether training just ran or was found finished
-        explained = flat_metrics(_explain(config["explain"], folder))
-        for key in ("train_seconds", "steps", "seconds_per_step"):
-            if key in explained:
-                explained[f"explain_{key}"] = explained.pop(key)
-        metrics.update(explained)
-    return metrics
-
-
 # ------------------------------------------------------------------------------------ expansion
 
 
@@ -338,10 +205,14 @@ def _seeds(spec: GridFile) -> list[int]:
     return list(range(spec.seeds)) if isinstance(spec.seeds, int) else list(spec.seeds)
 
 
-def _assign(train: dict[str, Any], explain: dict[str, Any] | None, key: str, value: Any, where: str) -> None:
-    if key == "seed":
+def _no_seed(keys: Any, where: str) -> None:
+    if "seed" in keys:
         raise ConfigError(f"{where}: seed is not a grid or base key. Fix: list seeds at the top level, "
                           "`seeds: 3` or `seeds: [0, 1, 2]`")
+
+
+def _assign(train: dict[str, Any], explain: dict[str, Any] | None, key: str, value: Any, where: str) -> None:
+    _no_seed([key], where)
     if key.startswith("explain."):
         if explain is None:
             raise ConfigError(f"{where}: {key} needs an explain block. Fix: add `explain: {{method: ...}}`")
@@ -383,7 +254,7 @@ def resolve(train: dict[str, Any], explain: dict[str, Any] | None, seed: int, wh
 def _check_names(job: TrainJob, where: str) -> None:
     from anomalens.data import catalog
 
-    for key, names in (("dataset", [job.dataset]), ("oe", (job.oe or "").split("+") if job.oe else [])):
+    for key, names in (("dataset", [job.dataset]), ("oe", job.oe.split("+") if job.oe else [])):
         for name in names:
             if key == "oe" and name == "confetti":
                 continue
@@ -398,8 +269,7 @@ def expand(spec: GridFile, source: str = "grid") -> list[PlannedRun]:
     cover every row), each validated; the same config twice (an override making two points equal) is
     one run."""
     keys = list(spec.grid)
-    if "seed" in spec.base:
-        _assign({}, None, "seed", None, f"{source}: base")
+    _no_seed(spec.base, f"{source}: base")
     runs: dict[str, PlannedRun] = {}
     for seed in _seeds(spec):
         for values in itertools.product(*(spec.grid[k] for k in keys)):
@@ -524,8 +394,9 @@ def _check_data(runs: list[PlannedRun]) -> None:
     for run in runs:
         train = run.config["train"]
         needed.setdefault(("dataset", train["dataset"]), train["data_root"])
-        for oe in (train["oe"] or "").split("+") if train["oe"] and train["oe"] != "confetti" else []:
-            needed.setdefault(("oe", oe), train["data_root"])
+        for oe in train["oe"].split("+") if train["oe"] else []:
+            if oe != "confetti":  # generated from the normal images
+                needed.setdefault(("oe", oe), train["data_root"])
     for (key, name), root in needed.items():
         if not catalog.available_splits(name, root):
             raise ConfigError(f"{key}: {name!r} is not on this machine. Fix: `anomalens data download {name}` or "
