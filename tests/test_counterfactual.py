@@ -171,6 +171,8 @@ def test_normal_predicate_follows_colour_rules():
 
 def test_oracle_validity_counts_normal_verdicts_and_factor_changes():
     class Oracle:
+        heads_spec = {"label": 10, "colour": 3}
+
         def predict(self, x):
             return {"label": x.flatten(1)[:, 0].round().long(), "colour": x.flatten(1)[:, 1].round().long()}
 
@@ -184,6 +186,8 @@ def test_oracle_validity_counts_normal_verdicts_and_factor_changes():
     assert result["oracle_validity_per_concept"] == [1.0, 0.0]
     assert result["oracle_factor_changes"]["concept_1"] == {"label": 1.0, "colour": 0.0}
     assert result["oracle_factor_changes"]["concept_2"] == {"label": 0.0, "colour": 1.0}
+    # under "label == 7" no colour makes a 3 normal: concept 2, which recolours, did not keep the colour
+    assert result["oracle_kept"] == 0.5
 
 
 def test_concept_accuracy_uses_the_pair():

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from anomalens.cli_grid import add_grid_commands, run_grid_command
 from anomalens.device import DEVICES
 from anomalens.errors import AnomalensError
 from anomalens.logs import setup_logging
@@ -157,6 +158,7 @@ def _parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="the registered detectors and explanation methods")
     listing.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_grid_commands(commands)
     return parser
 
 
@@ -286,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "list":
             _list(args.json)
+        elif args.command == "grid":
+            run_grid_command(args)
         elif args.command == "train":
             _train(args)
         elif args.command == "explain":

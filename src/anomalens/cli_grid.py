@@ -14,11 +14,11 @@ from pathlib import Path
 from anomalens.errors import AnomalensError
 
 EXAMPLES = """examples:
-  anomalens grid run grids/mnist_one_vs_rest.yaml --out runs/mnist_ovr --workers 2
-  anomalens grid run grids/mnist_one_vs_rest.yaml --out runs/mnist_ovr --set seeds=1 --set epochs=2 --dry-run
+  anomalens grid run grids/oe_table1.yaml --out runs/oe_table1 --workers 2
+  anomalens grid run grids/oe_table1.yaml --out runs/oe_table1 --set seeds=1 --set epochs=2 --dry-run
   anomalens grid run grids/ce_mnist.yaml --out /shared/ce_mnist --scale paper --launcher ray --address auto
-  anomalens grid status runs/mnist_ovr
-  anomalens grid table runs/mnist_ovr --layout oe --format latex"""
+  anomalens grid status runs/oe_table1
+  anomalens grid table runs/oe_table1 --layout oe --format latex"""
 
 
 def add_grid_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +33,7 @@ def add_grid_commands(subparsers: argparse._SubParsersAction) -> None:
 
     run = actions.add_parser("run", help="run every unfinished run of a grid file (rerun to resume)",
                              formatter_class=fmt, epilog=EXAMPLES)
-    run.add_argument("grid_file", metavar="GRID.yaml", help="a grid file, e.g. grids/mnist_one_vs_rest.yaml")
+    run.add_argument("grid_file", metavar="GRID.yaml", help="a grid file, e.g. grids/oe_table1.yaml")
     run.add_argument("--out", required=True, help="grid folder: plan.json and runs/<name>/ per run")
     run.add_argument("--launcher", default="local", choices=sorted(LAUNCHERS),
                      help="local: worker processes on this machine; ray: Ray tasks (pip install 'anomalens[ray]')")

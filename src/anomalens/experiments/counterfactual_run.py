@@ -133,7 +133,8 @@ def _report(out: Path, job: TrainJob, detector: Detector, metrics: dict[str, Any
     report = Report(f"Counterfactual explanations: {method} on {job.dataset}",
                     f"normal = {job.normal}{' (coloured)' if job.colored else ''}; OE = {job.oe}")
     paper = paper_figures(job.dataset, job.colored, method, job.normal) or {}
-    keys = ("ad_auroc", "score_distance", "cf_auroc", "sub_auroc", "fid_n", "concept_acc", "oracle_validity")
+    keys = ("ad_auroc", "score_distance", "cf_auroc", "sub_auroc", "fid_n", "concept_acc", "oracle_validity",
+            "oracle_kept", "l1_change")
     targets = {"cf_auroc": "close to 0.5", "concept_acc": "close to 1", "oracle_validity": "close to 1",
                "fid_n": "0.5-1 (paper)"}
     report.heading("Metrics").metrics_table(

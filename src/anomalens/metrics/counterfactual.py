@@ -75,10 +75,32 @@ def oracle_validity(oracle: LabelClassifier, inputs: Tensor, images: Tensor,
     changes = {f"concept_{j + 1}": {key: (after[key][:, j] != before[key]).float().mean().item() for key in after}
                for j in range(k)}
     input_normal = is_normal(before).float().mean().item()
-    return {"oracle_validity": normal.mean().item(),
-            "oracle_validity_per_concept": normal.mean(0).tolist(),
-            "oracle_factor_changes": changes,
-            "oracle_inputs_normal": input_normal}
+    result = {"oracle_validity": normal.mean().item(),
+              "oracle_validity_per_concept": normal.mean(0).tolist(),
+              "oracle_factor_changes": changes,
+              "oracle_inputs_normal": input_normal}
+    heads = getattr(oracle, "heads_spec", None)
+    if heads:
+        result["oracle_kept"] = _kept(before, after, heads, is_normal).mean().item()
+    return result
+
+
+def _kept(before: dict[str, Tensor], after: dict[str, Tensor], heads: dict[str, int],
+          is_normal: Callable[[dict], Tensor]) -> Tensor:
+    """(N, K) whether each counterfactual keeps every factor that did not make its input anomalous.
+
+    A factor made the input anomalous when some value of it alone turns the input (as the oracle sees
+    it) normal, e.g. the colour of a blue 3 under "red or one". A factor that no value could fix, e.g.
+    the colour under "one", must stay as it is: changing it is an edit the anomaly did not call for."""
+    n = len(next(iter(before.values())))
+    kept = torch.ones(after[next(iter(after))].shape, dtype=torch.bool)
+    for factor, size in heads.items():
+        responsible = torch.zeros(n, dtype=torch.bool)
+        for value in range(size):
+            responsible |= is_normal({**before, factor: torch.full((n,), value, dtype=torch.long)}).bool()
+        same = after[factor] == before[factor][:, None]
+        kept &= same | responsible[:, None]
+    return kept.float()
 
 
 def sub_auroc(data: ADData, counterfactuals: Tensor, train_detector: Callable[[ADData], Detector]) -> float:
