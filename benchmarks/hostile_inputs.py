@@ -158,8 +158,6 @@ def cases(run: Path, f: dict[str, Path], out: Path) -> list[tuple[str, list[str]
         ("explain: counterfactual --recipe fast", ["explain", str(run), "--method", "counterfactual", "--recipe",
                                                    "fast"], False),
         ("explain: counterfactual --lr 0", ["explain", str(run), "--method", "counterfactual", "--lr", "0"], False),
-        ("explain --images before the explainer exists", ["explain", str(run), "--method", "counterfactual",
-                                                          "--images", str(f["images_empty"])], False),
         ("data info: unknown dataset", ["data", "info", "mnsit"], False),
         ("data download: unknown dataset", ["data", "download", "mnsit"], False),
         ("data download: built-in dataset", ["data", "download", "glyphs"], False),

@@ -319,7 +319,8 @@ def read_image_folder(root: str | Path, mode: str | None = None, size: tuple[int
         raise DataFormatError(root, "is not a folder", "pass a folder holding one sub-folder per class")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
-        raise DataFormatError(root, "has no class sub-folders", "put the images of class C into ROOT/C/")
+        raise DataFormatError(root, "holds neither images nor class sub-folders",
+                              "put the images into the folder itself, or those of class C into ROOT/C/")
     paths: list[Path] = []
     labels: list[int] = []
     for index, name in enumerate(classes):

@@ -135,12 +135,14 @@ class CEConfig:
             raise ConfigError(f"unknown generator {self.generator!r}. Fix: use one of {', '.join(GENERATORS)}")
         if not 1 <= self.concepts <= MAX_CONCEPTS or self.steps < 1 or self.batch_size < 2 or self.d_every < 1:
             raise ConfigError(f"concepts must lie in [1, {MAX_CONCEPTS}], steps >= 1, batch_size >= 2 and d_every "
-                              f">= 1; got {self.concepts}, {self.steps}, {self.batch_size}, {self.d_every}")
+                              f">= 1; got {self.concepts}, {self.steps}, {self.batch_size}, {self.d_every}. Fix: e.g. "
+                              "--concepts 2 --steps 1500")
         if not 0 < self.lr <= 1 or self.warmup_steps < 0 or (self.minutes is not None and self.minutes <= 0):
             raise ConfigError(f"lr must lie in (0, 1], warmup_steps >= 0 and minutes > 0; got {self.lr}, "
-                              f"{self.warmup_steps}, {self.minutes}")
-        if min(self.log_every, self.checkpoint_every) < 1 or self.sample_every < 0:
-            raise ConfigError("log_every and checkpoint_every must be >= 1 and sample_every >= 0")
+                              f"{self.warmup_steps}, {self.minutes}. Fix: e.g. --lr 2e-4")
+        if min(self.log_every, self.checkpoint_every, self.autoencoder_steps) < 1 or self.sample_every < 0:
+            raise ConfigError("log_every, checkpoint_every and autoencoder_steps must be >= 1 and sample_every >= 0. "
+                              "Fix: use positive values")
 
     def lr_at(self, step: int) -> float:
         return self.lr * 0.1 ** sum(step >= m * self.steps for m in self.milestones)
