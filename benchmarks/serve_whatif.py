@@ -17,6 +17,7 @@ import shutil
 import statistics
 from pathlib import Path
 
+import torch
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.keys import Keys
@@ -35,7 +36,11 @@ def main() -> None:
     parser.add_argument("--moves", type=int, default=10)
     args = parser.parse_args()
     setup_logging()
-    server = Server(load_whatif(args.runs), port=0).start()
+    whatif = load_whatif(args.runs)
+    runs = [{"run": r["run_dir"], "detector": r["name"], "image_shape": r["image_shape"], "concepts": r["concepts"],
+             "explainer_steps": run.counterfactual.step if run.counterfactual else None}
+            for r, run in zip(whatif.info()["runs"], whatif.runs)]
+    server = Server(whatif, port=0).start()
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1450"):
@@ -60,8 +65,9 @@ def main() -> None:
     finally:
         browser.quit()
         server.stop()
-    result = {"runs": args.runs, "moves": len(latencies), "median_ms": statistics.median(latencies),
-              "max_ms": max(latencies), "latencies_ms": [round(v, 1) for v in latencies]}
+    result = {"runs": runs, "picked": f"run 0, offered test image {args.example}", "moves": len(latencies),
+              "median_ms": round(statistics.median(latencies), 1), "max_ms": round(max(latencies), 1),
+              "latencies_ms": [round(v, 1) for v in latencies], "cpu_threads": torch.get_num_threads()}
     (Path(args.out) / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
 

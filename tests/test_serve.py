@@ -148,7 +148,7 @@ def test_what_if_in_a_real_browser(server, browser, runs, tmp_path):
     assert _text(browser, "alpha-value") == "1"
     print(f"what-if latency (slider move -> new counterfactuals and scores on the page): "
           f"{', '.join(f'{ms:.0f}' for ms in latencies)} ms")
-    _screenshot(browser, tmp_path, "serve_whatif.png")
+    _screenshot(browser, tmp_path, "serve_test_whatif.png")
 
     # nothing came from anywhere but this server
     origin = server.url.rstrip("/")

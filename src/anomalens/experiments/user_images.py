@@ -11,6 +11,7 @@ squash the content), and a side below ``MIN_SIDE`` pixels.
 from __future__ import annotations
 
 import io
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,9 +77,10 @@ def conform(image: np.ndarray, shape: tuple[int, int, int], name: str) -> tuple[
                               f"use an image of at least {MIN_SIDE}x{MIN_SIDE} pixels, ideally {w}x{h}")
     squash = (iw / ih) / (w / h)
     if max(squash, 1 / squash) > MAX_ASPECT:
+        g = math.gcd(w, h)
         raise DataFormatError(name, f"image is {iw}x{ih} pixels but the detector sees {w}x{h}: resizing would "
-                              f"distort it more than {MAX_ASPECT:g}x", f"crop it to about the aspect ratio {w}:{h} "
-                              "around the part to check")
+                              f"distort it more than {MAX_ASPECT:g}x", f"crop it to about the aspect ratio "
+                              f"{w // g}:{h // g} (width:height) around the part to check")
     notes = []
     pil = Image.fromarray(image[..., 0] if ic == 1 else image, "L" if ic == 1 else "RGB")
     if ic != c:

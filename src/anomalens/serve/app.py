@@ -156,8 +156,8 @@ class Server:
     """A running explorer: ``Server(whatif, host, port).start()`` serves from a background thread
     (``url``, ``stop()``); ``run()`` serves in the foreground until Ctrl-C."""
 
-    def __init__(self, whatif: WhatIf, host: str = "127.0.0.1", port: int = 8000):
-        self.socket = _bind(host, port)
+    def __init__(self, whatif: WhatIf, host: str = "127.0.0.1", port: int = 8000, sock: socket.socket | None = None):
+        self.socket = sock or _bind(host, port)
         self.host, self.port = host, self.socket.getsockname()[1]
         config = uvicorn.Config(create_app(whatif), log_level="warning", access_log=False, lifespan="off")
         self.server = uvicorn.Server(config)
@@ -190,7 +190,8 @@ class Server:
 
 def serve(run_dirs: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8000) -> None:
     """Load the runs and serve the explorer until Ctrl-C."""
-    server = Server(load_whatif(run_dirs), host, port)
+    sock = _bind(host, port)  # a busy port is reported before the (slower) loading of the runs
+    server = Server(load_whatif(run_dirs), host, port, sock)
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning(f"listening on {host}: anyone who can reach this machine can use the explorer and upload files")
     log.info(f"what-if explorer for {len(run_dirs)} run(s): open {server.url} (Ctrl-C stops it)")

@@ -18,7 +18,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from torch import Tensor
 
 from anomalens.errors import AnomalensError, ConfigError
@@ -30,7 +29,7 @@ from anomalens.report.overlay import overlay, png_bytes
 
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024  # 8 MiB: any photo of a part; larger files are refused before decoding
 MAX_PIXELS = 4096 * 4096
-KEPT_UPLOADS = 64  # uploads kept in memory (oldest dropped first)
+KEPT_UPLOADS = 32  # uploads kept (oldest dropped first): as converted images, a few KB each
 EXAMPLES = (6, 2)  # test anomalies and normal test images offered for picking
 SHOWN_SIDE = 160  # images are sent enlarged to at least this many pixels (nearest: pixels stay sharp)
 log = logging.getLogger(__name__)
@@ -56,7 +55,8 @@ class WhatIf:
         if not runs:
             raise ConfigError("no run folder given. Fix: anomalens serve RUN_DIR [RUN_DIR ...]")
         self.runs = list(runs)
-        self._uploads: OrderedDict[str, tuple[np.ndarray, str]] = OrderedDict()
+        # ref -> (name, {run index: (converted image, note)}); the decoded original is not kept (it may be 48 MB)
+        self._uploads: OrderedDict[str, tuple[str, dict[int, tuple[Tensor, str | None]]]] = OrderedDict()
         self._lock = threading.Lock()  # one computation at a time: the models are shared and CPU-bound
         self._notes: dict[int, dict[str, str]] = {}
 
@@ -108,15 +108,22 @@ class WhatIf:
                               "png": data_uri(data.test_x[i])} for i, label in picks], "message": None}
 
     def upload(self, data: bytes, name: str, index: int = 0) -> dict[str, Any]:
-        """Keep an uploaded image under a fresh reference, once it is decoded and known to fit the
-        detector of run ``index`` (the one on screen), so that a bad upload never replaces a good image."""
+        """Keep an uploaded image, converted for every run's detector, under a fresh reference. It must fit
+        the detector of run ``index`` (the one on screen), so that a bad upload never replaces a good image."""
         if len(data) > MAX_UPLOAD_BYTES:
             raise UploadTooLarge(name, len(data))
         image = decode_image_bytes(data, name, MAX_PIXELS)
-        conform(image, self.run(index).image_shape, name)
+        shapes = {i: run.image_shape for i, run in enumerate(self.runs)}
+        converted = {}
+        for i in (index, *[i for i in shapes if i != index]):  # the run on screen first: its error is the one shown
+            try:
+                converted[i] = conform(image, shapes[i], name)
+            except AnomalensError:
+                if i == index:
+                    raise
         ref = "upload:" + secrets.token_hex(8)
         with self._lock:
-            self._uploads[ref] = (image, name)
+            self._uploads[ref] = (name, converted)
             while len(self._uploads) > KEPT_UPLOADS:
                 self._uploads.popitem(last=False)
         return {"ref": ref, "name": name, "size": [int(image.shape[1]), int(image.shape[0])]}
@@ -133,8 +140,11 @@ class WhatIf:
         if ref not in self._uploads:
             raise ConfigError("this upload is no longer kept (the server restarted or newer uploads replaced it). "
                               "Fix: upload the image again")
-        image, name = self._uploads[ref]
-        tensor, note = conform(image, run.image_shape, name)
+        name, converted = self._uploads[ref]
+        if index not in converted:
+            raise ConfigError(f"{name} cannot be converted for the detector of {run.name}: its shape differs too "
+                              f"much from {run.image_shape[2]}x{run.image_shape[1]}. Fix: upload a cropped image")
+        tensor, note = converted[index]
         return tensor[None], note
 
     # ------------------------------------------------------------------------------ computations
