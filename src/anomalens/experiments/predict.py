@@ -45,7 +45,11 @@ def load_detector(run_dir: Path) -> Detector:
     path = run_dir / "detector.safetensors"
     if not path.is_file():
         raise ConfigError(f"{path} is missing. Fix: pass the folder of a finished `anomalens train` run")
-    return Detector.load(path).eval()
+    detector = Detector.load(path).eval()
+    if getattr(detector, "series", False):  # predict, report and serve take images
+        raise ConfigError(f"{run_dir} holds a time-series detector; predict, report and serve work on image runs. "
+                          "Fix: pass the folder of a run trained on images")
+    return detector
 
 
 def _held_out_normal_scores(run_dir: Path, detector: Detector):
