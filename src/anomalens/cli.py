@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from anomalens.cli_grid import add_grid_commands, run_grid_command
+from anomalens.cli_serve import add_commands as add_serve_commands
+from anomalens.cli_serve import run_command as run_serve_command
 from anomalens.device import DEVICES
 from anomalens.errors import AnomalensError
 from anomalens.logs import setup_logging
@@ -100,10 +102,11 @@ def _parser() -> argparse.ArgumentParser:
     explain = commands.add_parser("explain", help="explain the test anomalies of a training run",
                                   formatter_class=fmt, epilog=EXAMPLES["explain"])
     explain.add_argument("run_dir", nargs="?", help="folder of a finished `anomalens train` run")
-    explain.add_argument("--method", default="heatmap", choices=explainer_names(),
+    explain.add_argument("--method", default="heatmap", choices=[*explainer_names(), "all"],
                          help="heatmap: the detector's own map (FCDD, AE-XAD) or its input gradient; "
                               "counterfactual: train the concept-disentangled GAN explainer; "
-                              "repair: AR-Pro property-guided diffusion repair (decomposable detectors)")
+                              "repair: AR-Pro property-guided diffusion repair (decomposable detectors); "
+                              "all: one page with every explanation the run holds (= anomalens report)")
     explain.add_argument("--images", help="counterfactual: explain the images of this folder with the trained "
                                           "explainer (one sub-folder per class, or images directly)")
     explain.add_argument("--detector", help="a detector file, instead of RUN_DIR (with --dataset, --normal, --out)")
@@ -159,6 +162,7 @@ def _parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="the registered detectors and explanation methods")
     listing.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_grid_commands(commands)
+    add_serve_commands(commands)
     return parser
 
 
@@ -225,6 +229,11 @@ def _explain(args: argparse.Namespace) -> None:
     if args.method == "repair":
         _repair(args, run_dir)
         return
+    if args.method == "all":  # every explanation the run holds, side by side (= anomalens report)
+        from anomalens.experiments.compare_run import compare_run
+
+        print(compare_run(run_dir))
+        return
     if args.method != "counterfactual":
         from anomalens.experiments.explain_run import explain_run
 
@@ -286,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging()
     try:
-        if args.command == "list":
+        if run_serve_command(args):  # predict, report, serve
+            pass
+        elif args.command == "list":
             _list(args.json)
         elif args.command == "grid":
             run_grid_command(args)
