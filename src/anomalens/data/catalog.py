@@ -72,7 +72,7 @@ class DatasetSpec:
     layouts: tuple[Layout, ...] = ()
     folders: tuple[str, ...] = ()
     system_dirs: tuple[Path, ...] = ()
-    kind: str = "classes"  # "classes": LabeledImages per split; "defects": one DefectImages
+    kind: str = "classes"  # "classes": LabeledImages per split; "defects": one DefectImages; "series": recordings
     builtin: Callable[[str], LabeledImages] | None = None
     notes: str = ""
     splits: tuple[str, ...] = field(default=SPLITS)
@@ -253,6 +253,18 @@ def _glyphs(coloured: bool, characters: str) -> Callable[[str], LabeledImages]:
     return build
 
 
+def _read_skab(folder: Path, split: str, group: str | None = None) -> list:
+    from anomalens.data.series_readers import read_skab
+
+    return read_skab(folder, group)
+
+
+def _synthetic_series(seed: int = 0) -> list:
+    from anomalens.data.synthetic_series import synthetic_series
+
+    return synthetic_series(seed)
+
+
 def _one(layout_name: str, files: dict[str, tuple[str, ...]], read) -> tuple[Layout, ...]:
     return (Layout(layout_name, files, read),)
 
@@ -308,6 +320,14 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
                 builtin=_glyphs(False, "ABCDEFGHIJKLMNOPQRSTUVWXYZ")),
     DatasetSpec("colored_glyph_letters", "built-in: letters A-Z in 7 colours, 28x28 RGB (OE for colored_glyphs)",
                 builtin=_glyphs(True, "ABCDEFGHIJKLMNOPQRSTUVWXYZ")),
+    DatasetSpec("skab", "SKAB water-circulation bench: 8 sensors, per-step labels, time series (skab/valve1|valve2|"
+                "other)", _one("csv", {"test": ("anomaly-free/anomaly-free.csv", "valve1", "valve2", "other")},
+                               _read_skab),
+                kind="series", splits=("test",),
+                notes="GPL-3.0 benchmark data: copy data/ of https://github.com/waico/SKAB into ROOT/skab/"),
+    DatasetSpec("synthetic_series", "built-in: 8 sensors in correlated pairs with spikes, level shifts, drifts, "
+                "frozen sensors and pair breaks, per-feature ground truth", kind="series", splits=("test",),
+                builtin=_synthetic_series),
 ]}
 
 
@@ -390,6 +410,21 @@ def load_defects(name: str, data_root: str | Path | None = None) -> DefectImages
     return _cached_read(spec.name, location, "test")  # type: ignore[return-value]
 
 
+def load_series(name: str, data_root: str | Path | None = None, seed: int = 0) -> list:
+    """The recordings (``data.timeseries.Recording``) of a time-series dataset: ``skab``, ``skab/valve1``
+    (the anomaly-free recording plus one group's files), ``synthetic_series`` (generated with ``seed``)."""
+    spec = get_spec(name)
+    if spec.kind != "series":
+        raise DatasetNotFoundError(f"{name!r} is not a time-series dataset; series datasets: "
+                                   f"{', '.join(n for n, s in DATASETS.items() if s.kind == 'series')}")
+    if spec.builtin is not None:
+        return spec.builtin(seed)
+    location = locate(spec.name, "test", data_root)
+    if location is None:
+        raise DatasetNotFoundError(_missing_message(spec, "test", data_root))
+    return _read_skab(location.folder, "test", _split_category(name)[1] or None)
+
+
 @functools.lru_cache(maxsize=16)
 def _cached_read(name: str, location: Location, split: str) -> LabeledImages | DefectImages:
     return _freeze(location.layout.read(location.folder, split))
@@ -450,6 +485,14 @@ def mvtec_categories(data_root: str | Path | None = None) -> list[str]:
 def dataset_info(name: str, data_root: str | Path | None = None) -> dict[str, object]:
     """Counts per class, image size and file locations of every present split of ``name``."""
     spec = get_spec(name)
+    if spec.kind == "series":
+        from anomalens.data.timeseries import DEFAULT_WINDOW, recordings_summary
+
+        recordings = load_series(name, data_root)
+        where = "built-in (generated)" if spec.builtin else str(locate(spec.name, "test", data_root).folder)
+        return {"name": spec.name, "description": spec.description, "splits": {"recordings": {
+            "count": len(recordings), "image_shape": [1, len(recordings[0].features), DEFAULT_WINDOW],
+            "files": where, "defect_counts": recordings_summary(recordings)}}}
     info: dict[str, object] = {"name": spec.name, "description": spec.description, "splits": {}}
     for split in available_splits(name, data_root):
         loc = None if spec.builtin else locate(name, split, data_root)

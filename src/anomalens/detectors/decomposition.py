@@ -19,7 +19,7 @@ from anomalens.detectors.base import Detector
 from anomalens.device import device_of
 from anomalens.errors import AnomalensError
 
-DECOMPOSABLE = ("ae", "fcdd", "aexad", "flow")
+DECOMPOSABLE = ("ae", "fcdd", "aexad", "flow", "series_ae", "series_gpt2")  # the last two for time series
 THRESHOLDS_FORMAT = "anomalens.thresholds/1"
 
 

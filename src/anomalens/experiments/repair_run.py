@@ -6,6 +6,11 @@ training images once, resumable from ``checkpoints/``), ``thresholds.safetensors
 score under each image), ``images/samples.png`` (unconditional DDPM samples, to judge the model),
 ``metrics.json`` (guided vs unguided M_s, M_d, M_omega, M_omega_bar, P1-P4 rates, improvements, TNR,
 seconds per image) and ``report.html``.
+
+Windows of time series (a run trained on a series dataset) take the same path; only the pictures
+differ: ``repairs.png`` plots each repaired window feature by feature (original, omega shaded,
+unguided, guided; the paper's Figure 6) and ``images/samples.png`` plots sampled windows. The repaired
+anomalies are then spread evenly over the test set's anomalous windows (consecutive windows overlap).
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ from typing import Any
 
 import torch
 
+from anomalens.data.timeseries import SeriesData
 from anomalens.detectors.base import Detector
 from anomalens.detectors.decomposition import FeatureThresholds, decompose
 from anomalens.experiments.explain_run import load_run
 from anomalens.explain.base import Explanation
 from anomalens.explain.diffusion import DiffusionModel
 from anomalens.explain.repair import RepairConfig, RepairExplainer, schedule_note
+from anomalens.explain.series_diffusion import SeriesDiffusionModel
 from anomalens.metrics import properties as pm
 from anomalens.report.grids import save_grid
 from anomalens.report.html import Report
@@ -68,6 +75,22 @@ def repair_grid(path: Path, repairs: dict[str, Explanation], masks: torch.Tensor
     return save_grid(path, rows, captions)
 
 
+def series_pictures(out: Path, data: SeriesData, anomalous: torch.Tensor, repairs: dict[str, Explanation],
+                    samples: torch.Tensor) -> None:
+    """The series' ``repairs.png`` (windows feature by feature, in sensor units) and ``images/samples.png``."""
+    from anomalens.report.series_plots import plot_repairs, plot_windows
+
+    first = next(iter(repairs.values()))
+    recording = data.test_attrs["recording"][anomalous]
+    faults = data.test_attrs["fault"][anomalous]
+    titles = [f"{data.fault_names[int(f)]} @ {int(s)}" for f, s in zip(faults, data.test_attrs["start"][anomalous])]
+    truth = data.test_masks[anomalous] if data.test_masks is not None else None
+    plot_repairs(out / "repairs.png", first.inputs, first.extras["omega"],
+                 {name: r.outputs[:, 0] for name, r in repairs.items()}, data.feature_names, truth,
+                 lambda x, i: data.denormalise(x, recording[i]), shown=SHOWN // 2, titles=titles)
+    plot_windows(out / "images" / "samples.png", samples, data.feature_names, "windows sampled by the diffusion model")
+
+
 def _report(out: Path, title: str, metrics: dict[str, Any], cfg: RepairConfig, diffusion_cfg: dict[str, Any]) -> Path:
     report = Report(f"AR-Pro repairs: {title}", metrics["schedule"])
     names = [n for n in ("unguided", "guided") if n in metrics]
@@ -95,10 +118,11 @@ def fitted_repairer(out: Path, detector: Detector, data, cfg: RepairConfig) -> R
     """The repair explainer of folder ``out``: its diffusion model is trained once (resumable from
     ``out/checkpoints``) and kept as ``out/diffusion.safetensors``; the thresholds as ``thresholds.safetensors``."""
     path = out / "diffusion.safetensors"
-    diffusion = DiffusionModel.load(path) if path.is_file() else None
+    model_class = SeriesDiffusionModel if isinstance(data, SeriesData) else DiffusionModel
+    diffusion = model_class.load(path) if path.is_file() else None
     if diffusion is None:
-        log.info(f"training the diffusion model on {len(data.train_normal)} normal images "
-                 f"({cfg.diffusion_config(data.image_shape).profile} profile) ...")
+        profile = cfg.diffusion_config(data.image_shape, isinstance(data, SeriesData)).profile
+        log.info(f"training the diffusion model on {len(data.train_normal)} normal samples ({profile} profile) ...")
     cfg = replace(cfg, checkpoint_dir=str(out / "checkpoints"))
     explainer = RepairExplainer(cfg, diffusion).fit(detector, data)
     if diffusion is None:
@@ -118,7 +142,8 @@ def explain_repairs(run_dir: str | Path, cfg: RepairConfig | None = None, max_an
     decompose(detector.eval(), data.test_x[:1])  # a clear error for a non-decomposable detector, before training
     if "seed" not in cfg.diffusion:
         cfg = replace(cfg, diffusion={**cfg.diffusion, "seed": cfg.seed})
-    diffusion_cfg = cfg.diffusion_config(data.image_shape)
+    series = isinstance(data, SeriesData)
+    diffusion_cfg = cfg.diffusion_config(data.image_shape, series)
     out = run_dir / "explain" / folder
     config = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_dir", "progress")}
     run = Run.create(out, config, cfg.seed, command="anomalens explain --method repair")
@@ -127,7 +152,10 @@ def explain_repairs(run_dir: str | Path, cfg: RepairConfig | None = None, max_an
         explainer = fitted_repairer(out, detector, data, cfg)
         train_seconds = time.perf_counter() - started
         diffusion = explainer.diffusion
-        anomalous = (data.test_y == 1).nonzero().flatten()[:max_anomalies]
+        anomalous = (data.test_y == 1).nonzero().flatten()
+        if series and len(anomalous) > max_anomalies:
+            anomalous = anomalous[torch.linspace(0, len(anomalous) - 1, max_anomalies).round().long()]
+        anomalous = anomalous[:max_anomalies]
         x_bad = data.test_x[anomalous]
         schedule = schedule_note(cfg, len(diffusion.alphas_cumprod))
         log.info(f"repairing {len(x_bad)} anomalies: {schedule}")
@@ -139,9 +167,12 @@ def explain_repairs(run_dir: str | Path, cfg: RepairConfig | None = None, max_an
         metrics.update(repaired=len(x_bad), schedule=schedule, diffusion_train_seconds=train_seconds,
                        diffusion_steps=diffusion.step)
         masks = data.test_masks[anomalous] if data.test_masks is not None else None
-        repair_grid(out / "repairs.png", repairs, masks)
         samples = diffusion.sample(SHOWN, steps=50, generator=torch.Generator().manual_seed(cfg.seed))
-        save_grid(out / "images" / "samples.png", [samples], ["DDPM samples"])
+        if series:
+            series_pictures(out, data, anomalous, repairs, samples)
+        else:
+            repair_grid(out / "repairs.png", repairs, masks)
+            save_grid(out / "images" / "samples.png", [samples], ["DDPM samples"])
         run.write_metrics(metrics)
         title = f"{detector.config().get('objective', detector.config()['detector'])} on {job.dataset}"
         _report(out, title, metrics, cfg, asdict(diffusion_cfg))

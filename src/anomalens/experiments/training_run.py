@@ -17,6 +17,8 @@ from typing import Any
 
 from anomalens.data import catalog, scenarios
 from anomalens.data.addata import ADData
+from anomalens.data.series_sources import build_series, is_series_dataset
+from anomalens.data.timeseries import DEFAULT_WINDOW, NORMALISATIONS
 from anomalens.detectors import registry
 from anomalens.detectors.base import Detector
 from anomalens.detectors.training import TrainConfig
@@ -67,6 +69,14 @@ class TrainJob:
     seed: int = 0
     data_root: str | None = None
     device: str = "auto"
+    # time series (skab, synthetic_series, or a CSV/Parquet file or folder); None = the default in brackets
+    window: int | None = None  # steps per window [100]
+    stride: int | None = None  # steps between window starts [10]
+    time_column: str | None = None  # CSV/Parquet: the time column [none: rows in file order]
+    feature_columns: tuple[str, ...] | None = None  # CSV/Parquet: the sensors [every other column]
+    label_column: str | None = None  # CSV/Parquet: 1 = anomalous step [none]
+    train_fraction: float | None = None  # share of each labelled file's normal prefix used for training [0.5]
+    normalise: str | None = None  # z-scores per "recording" or "global" ["recording"]
 
     def __post_init__(self) -> None:
         self.milestones = tuple(self.milestones)
@@ -78,6 +88,13 @@ class TrainJob:
             raise ConfigError(f"known_size must be >= 1, got {self.known_size}. Fix: leave it out to use all")
         if self.image_size is not None and not 8 <= self.image_size <= 4096:
             raise ConfigError(f"image_size must lie in [8, 4096] pixels, got {self.image_size}. Fix: use e.g. 64")
+        if self.window is not None and not 4 <= self.window <= 100_000 or self.stride is not None and self.stride < 1:
+            raise ConfigError(f"window must lie in [4, 100000] steps and stride be >= 1, got {self.window} and "
+                              f"{self.stride}. Fix: e.g. window 100, stride 10")
+        if self.train_fraction is not None and not 0 < self.train_fraction < 1:
+            raise ConfigError(f"train_fraction must lie in (0, 1), got {self.train_fraction}. Fix: e.g. 0.5")
+        if self.normalise is not None and self.normalise not in NORMALISATIONS:
+            raise ConfigError(f"normalise must be one of {NORMALISATIONS}, got {self.normalise!r}")
         if self.labelled_per_type < 0 or self.focal_gamma < 0:
             raise ConfigError(f"labelled_per_type and focal_gamma must be >= 0, got {self.labelled_per_type} and "
                               f"{self.focal_gamma}")
@@ -98,14 +115,24 @@ def _normal_rule(normal: str | int) -> str | list[str]:
 
 
 def build_detector(job: TrainJob, image_shape: tuple[int, int, int]) -> Detector:
-    """The job's detector, untrained, built by name through the registry."""
+    """The job's detector, untrained, built by name through the registry; series detectors for series
+    datasets only, and image detectors for images only."""
+    series = is_series_dataset(job.dataset)
+    if series != getattr(registry.detector_class(job.detector), "series", False):
+        kinds = [n for n in registry.names() if getattr(registry.detector_class(n), "series", False) == series]
+        raise ConfigError(f"the {job.detector!r} detector does not work on {job.dataset!r} ("
+                          f"{'windows of a time series' if series else 'images'}). Fix: use one of {', '.join(kinds)}")
     return registry.create(job.detector, image_shape, net=job.net, focal_gamma=job.focal_gamma,
                            architecture=job.architecture, trunk_weights=job.trunk_weights)
 
 
 def build_data(job: TrainJob) -> ADData:
     """The job's task: a defect dataset becomes a semi-supervised inspection task with masks,
-    a labelled dataset a class / rule scenario."""
+    a labelled dataset a class / rule scenario, a time series windows (``data.timeseries``)."""
+    if is_series_dataset(job.dataset):
+        return build_series(job.dataset, job.window or DEFAULT_WINDOW, job.stride or 10, job.train_fraction or 0.5,
+                            job.data_root, job.seed, job.time_column, job.feature_columns or (), job.label_column,
+                            job.normalise or "recording")
     if catalog.get_spec(job.dataset).kind == "defects":
         defects = catalog.load_defects(job.dataset, job.data_root)
         data = scenarios.defect_scenario(defects, job.labelled_per_type, job.seed, job.anomalies_only, job.image_size)

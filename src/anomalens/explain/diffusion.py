@@ -21,13 +21,13 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from anomalens.checkpoints import build_checked, metadata_json, read_weights, write_weights
+from anomalens.checkpoints import CheckpointError, build_checked, metadata_json, read_weights, write_weights
 from anomalens.config import from_dict
 from anomalens.device import autocast, memory_format, prepare_cpu, resolve_device
 from anomalens.errors import ConfigError
@@ -59,6 +59,8 @@ class DiffusionConfig:
     """The UNet (``image_shape``, ``profile``), the noise schedule and how to train. lr and AdamW follow
     AR-Pro; ``steps`` is a CPU budget (the paper trains for epochs on a GPU)."""
 
+    profiles: ClassVar[dict[str, dict[str, Any]]] = PROFILES
+
     image_shape: tuple[int, int, int]
     profile: str = "cpu"
     train_timesteps: int = 1000
@@ -84,11 +86,11 @@ class DiffusionConfig:
 
     @property
     def architecture(self) -> dict[str, Any]:
-        return PROFILES[self.profile]
+        return self.profiles[self.profile]
 
     def validate(self) -> None:
-        if self.profile not in PROFILES:
-            raise ConfigError(f"unknown diffusion profile {self.profile!r}; known: {', '.join(PROFILES)}")
+        if self.profile not in self.profiles:
+            raise ConfigError(f"unknown diffusion profile {self.profile!r}; known: {', '.join(self.profiles)}")
         if len(self.image_shape) != 3 or min(self.image_shape) < 1:
             raise ConfigError(f"image_shape must be (channels, height, width), got {self.image_shape}")
         if self.beta_schedule not in BETA_SCHEDULES:
@@ -101,6 +103,10 @@ class DiffusionConfig:
         if not 0 <= self.ema_decay < 1 or self.log_every < 1 or self.checkpoint_every < 1:
             raise ConfigError("ema_decay must be in [0, 1), log_every and checkpoint_every >= 1; got "
                               f"{self.ema_decay}, {self.log_every}, {self.checkpoint_every}")
+        self.validate_shape()
+
+    def validate_shape(self) -> None:
+        """The UNet halves height and width once per level below the first."""
         levels = len(self.architecture["block_out_channels"])
         factor = 2 ** (levels - 1)
         _, h, w = self.image_shape
@@ -113,25 +119,24 @@ class DiffusionConfig:
 
 class DiffusionModel(nn.Module):
     """The UNet noise predictor, its EMA copy (used for inference), the DDPM scheduler and its
-    ``alphas_cumprod`` (buffer, float32, one value per training timestep)."""
+    ``alphas_cumprod`` (buffer, float32, one value per training timestep).
+
+    Subclasses diffuse other data (``series_diffusion``: windows of sensor series) by changing the
+    network (``network``), the map to model space (``to_model`` / ``from_model``: model space is where
+    the valid data range is [-1, 1]), the training data's range check (``input_range``) and the axes
+    the repair's "mean" prefill averages over (``mean_dims``)."""
+
+    config_class: ClassVar[type[DiffusionConfig]] = DiffusionConfig
+    input_range: ClassVar[tuple[float, float] | None] = (0.0, 1.0)  # None: any finite values
+    mean_dims: ClassVar[tuple[int, ...]] = (2, 3)  # an image's mean colour: over height and width
 
     def __init__(self, config: DiffusionConfig):
         super().__init__()
         config.validate()
         self.config = config
-        arch = config.architecture
-        c, h, w = config.image_shape
-        levels = len(arch["block_out_channels"])
-        attention = set(arch["attention"])
         with torch.random.fork_rng(devices=[]):  # the same initial weights for the same seed
             torch.manual_seed(config.seed)
-            self.unet = UNet2DModel(
-                sample_size=(h, w), in_channels=c, out_channels=c,
-                block_out_channels=arch["block_out_channels"], layers_per_block=arch["layers_per_block"],
-                down_block_types=tuple("AttnDownBlock2D" if i in attention else "DownBlock2D" for i in range(levels)),
-                up_block_types=tuple("AttnUpBlock2D" if levels - 1 - i in attention else "UpBlock2D"
-                                     for i in range(levels)),
-                add_attention=bool(attention), norm_num_groups=arch["norm_groups"])
+            self.unet = self.network(config)
         self.ema = copy.deepcopy(self.unet).requires_grad_(False).eval()
         self.scheduler = DDPMScheduler(num_train_timesteps=config.train_timesteps, beta_schedule=config.beta_schedule,
                                        beta_start=1e-4, beta_end=0.02)
@@ -139,6 +144,21 @@ class DiffusionModel(nn.Module):
         self.step = 0  # training steps done
         self.history: list[dict[str, float]] = []
         self.eval()
+
+    @staticmethod
+    def network(config: DiffusionConfig) -> nn.Module:
+        """The noise predictor: ``network(config)(x_t, t).sample`` is epsilon for (B, C, H, W) inputs."""
+        arch = config.architecture
+        c, h, w = config.image_shape
+        levels = len(arch["block_out_channels"])
+        attention = set(arch["attention"])
+        return UNet2DModel(
+            sample_size=(h, w), in_channels=c, out_channels=c,
+            block_out_channels=arch["block_out_channels"], layers_per_block=arch["layers_per_block"],
+            down_block_types=tuple("AttnDownBlock2D" if i in attention else "DownBlock2D" for i in range(levels)),
+            up_block_types=tuple("AttnUpBlock2D" if levels - 1 - i in attention else "UpBlock2D"
+                                 for i in range(levels)),
+            add_attention=bool(attention), norm_num_groups=arch["norm_groups"])
 
     def train(self, mode: bool = True) -> DiffusionModel:
         super().train(mode)
@@ -193,7 +213,7 @@ class DiffusionModel(nn.Module):
         x = torch.randn((n, *self.config.image_shape), generator=generator, device=self.alphas_cumprod.device)
         for t in scheduler.timesteps:
             x = scheduler.step(self.predict_noise(x, int(t)), t, x, generator=generator).prev_sample
-        return self.from_model(x).clamp(0, 1)
+        return self.from_model(x.clamp(-1, 1))
 
     # ---------------------------------------------------------------------------------- training
 
@@ -218,11 +238,16 @@ class DiffusionModel(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> DiffusionModel:
-        """Rebuild a saved model from its file alone (safetensors and JSON: no code is executed)."""
+        """Rebuild a saved model from its file alone (safetensors and JSON: no code is executed). A model
+        of windows of series (config ``kind: series``) loads with ``SeriesDiffusionModel.load``."""
         path = Path(path)
         tensors, meta = read_weights(path, "diffusion model", "DiffusionModel.save", FORMAT)
-        config = from_dict(DiffusionConfig, metadata_json(meta, "config", path, "DiffusionModel.save"),
-                           f"{path}: config")
+        raw = metadata_json(meta, "config", path, "DiffusionModel.save")
+        kind = raw.get("kind", "image") if isinstance(raw, dict) else "image"
+        if kind != getattr(cls.config_class, "kind", "image"):
+            raise CheckpointError(f"{path}: a diffusion model of {kind} data. Fix: load it with "
+                                  f"{'SeriesDiffusionModel' if kind == 'series' else 'DiffusionModel'}.load")
+        config = from_dict(cls.config_class, raw, f"{path}: config")
         weights = {k: v for k, v in tensors.items() if k.startswith(("unet.", "ema."))}
         model = build_checked(lambda: cls(config), weights, path)
         model.step = int(meta.get("step", 0))
@@ -233,7 +258,8 @@ class DiffusionModel(nn.Module):
 # -------------------------------------------------------------------------------------- training
 
 
-def _check_images(images: Tensor, shape: tuple[int, int, int]) -> None:
+def _check_images(images: Tensor, shape: tuple[int, int, int],
+                  value_range: tuple[float, float] | None = (0.0, 1.0)) -> None:
     if not isinstance(images, Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != shape:
         got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ConfigError(f"training images must be a (N, {', '.join(map(str, shape))}) tensor, got {got}. "
@@ -241,7 +267,10 @@ def _check_images(images: Tensor, shape: tuple[int, int, int]) -> None:
     if len(images) == 0:
         raise ConfigError("no training images: the diffusion model learns the normal images, pass at least one")
     lo, hi = images.min().item(), images.max().item()
-    if not (0 <= lo and hi <= 1):  # also catches NaN
+    if value_range is None:
+        if not bool(torch.isfinite(images).all()):
+            raise ConfigError("training data hold NaN or infinite values. Fix: clean or drop those samples")
+    elif not (value_range[0] <= lo and hi <= value_range[1]):  # also catches NaN
         raise ConfigError(f"training images must be in [0, 1], got values in [{lo}, {hi}]. "
                          "Fix: scale them (e.g. divide uint8 images by 255)")
 
@@ -267,7 +296,7 @@ def train_diffusion(model: DiffusionModel, images: Tensor, cfg: DiffusionConfig 
     if changed:
         raise ConfigError(f"cfg differs from the model's architecture in {', '.join(changed)}. "
                           "Fix: build the model from this config, DiffusionModel(cfg)")
-    _check_images(images, cfg.image_shape)
+    _check_images(images, cfg.image_shape, model.input_range)
     model.config = cfg
     prepare_cpu()
     device = resolve_device(cfg.device)

@@ -17,6 +17,11 @@ little less). Three choices differ from the paper, for reasons measured in ``ben
 the loss is evaluated on x0^ rather than on the noisy x_t (the detector was trained on clean images),
 its gradient is normalised per image (so one guidance scale suits detectors whose scores differ by
 orders of magnitude), and delta_4 is relative to |s_omega_bar(x_bad)| for the same reason.
+
+Windows of multivariate series go through the same code as one-channel images (1, F, T), with a
+``SeriesDiffusionModel``: omega then marks features and steps, and the diffusion model supplies the
+value range (every clip is done in its model space, [-1, 1], which is [0, 1] for images) and the axes
+of the "mean" prefill (each feature over the rest of the window).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from torch import Tensor
 
 from anomalens.config import from_dict
 from anomalens.data.addata import ADData
+from anomalens.data.timeseries import SeriesData
 from anomalens.detectors.base import Detector
 from anomalens.detectors.decomposition import Decomposition, FeatureThresholds, decompose
 from anomalens.device import device_of
@@ -38,6 +44,7 @@ from anomalens.errors import ConfigError
 from anomalens.explain.base import Explanation
 from anomalens.explain.diffusion import DiffusionConfig, DiffusionModel, train_diffusion
 from anomalens.explain.registry import register
+from anomalens.explain.series_diffusion import SeriesDiffusionConfig, SeriesDiffusionModel
 from anomalens.progress import Progress
 
 SAMPLERS = ("ddpm", "ddim")
@@ -80,8 +87,10 @@ class RepairConfig:
             raise ConfigError("diffusion settings must not set image_shape: it comes from the data")
         self.weights = tuple(float(w) for w in self.weights)
 
-    def diffusion_config(self, image_shape: tuple[int, int, int]) -> DiffusionConfig:
-        return from_dict(DiffusionConfig, {"image_shape": tuple(image_shape), **self.diffusion}, "repair: diffusion")
+    def diffusion_config(self, image_shape: tuple[int, int, int], series: bool = False) -> DiffusionConfig:
+        """The diffusion model's config for images, or with ``series`` for windows of series."""
+        cls = SeriesDiffusionConfig if series else DiffusionConfig
+        return from_dict(cls, {"image_shape": tuple(image_shape), **self.diffusion}, "repair: diffusion")
 
 
 def timesteps(cfg: RepairConfig, train_timesteps: int) -> list[int]:
@@ -109,25 +118,27 @@ def property_loss(dec: Decomposition, x_fix: Tensor, x_bad: Tensor, omega: Tenso
     return total, terms
 
 
-def _prefilled(x: Tensor, omega: Tensor) -> Tensor:
-    """``x`` with the region omega replaced by the mean colour of the rest of the image."""
+def _prefilled(x: Tensor, omega: Tensor, dims: tuple[int, ...] = (2, 3)) -> Tensor:
+    """``x`` with the region omega replaced by the mean of the rest over ``dims``: the mean colour of the
+    rest of an image (2, 3), or of each feature over the rest of a window (3,)."""
     rest = (1 - omega)[:, None]
-    mean = (x * rest).sum((2, 3), keepdim=True) / rest.sum((2, 3), keepdim=True).clamp_min(1)
+    mean = (x * rest).sum(dims, keepdim=True) / rest.sum(dims, keepdim=True).clamp_min(1)
     return x * rest + mean * (1 - rest)
 
 
 class _Guide:
     """The property-loss gradient at the predicted clean image, normalised per image."""
 
-    def __init__(self, detector: Detector, x_bad: Tensor, bad: Decomposition, omega: Tensor, cfg: RepairConfig):
-        self.detector, self.x_bad, self.omega, self.cfg = detector, x_bad, omega, cfg
+    def __init__(self, detector: Detector, diffusion: DiffusionModel, x_bad: Tensor, bad: Decomposition,
+                 omega: Tensor, cfg: RepairConfig):
+        self.detector, self.diffusion, self.x_bad, self.omega, self.cfg = detector, diffusion, x_bad, omega, cfg
         self.last_loss = 0.0
         self.s_omega_bad, self.s_rest_bad = bad.region(omega), bad.region(1 - omega)
 
     def gradient(self, x0_hat: Tensor) -> Tensor:
         """d L / d x0^ in model space, unit RMS per image over the pixels the repair may change."""
         with torch.enable_grad():
-            x = DiffusionModel.from_model(x0_hat).clamp(0, 1).detach().requires_grad_(True)
+            x = self.diffusion.from_model(x0_hat.clamp(-1, 1)).detach().requires_grad_(True)
             loss, _ = property_loss(decompose(self.detector, x), x, self.x_bad, self.omega, self.s_omega_bad,
                                     self.s_rest_bad, self.cfg.weights, self.cfg.delta4)
             (grad,) = torch.autograd.grad(loss.sum(), x)
@@ -161,15 +172,17 @@ def _noised(x0: Tensor, ab: Tensor, generator: torch.Generator | None) -> tuple[
 def repair_batch(x_bad: Tensor, detector: Detector, diffusion: DiffusionModel, thresholds: FeatureThresholds,
                  cfg: RepairConfig, generator: torch.Generator | None = None, trace: list | None = None,
                  on_step: Callable[[float], None] | None = None) -> tuple[Tensor, Tensor]:
-    """Repair one batch (B, C, H, W) in [0, 1]; returns (x_fix in [0, 1], omega (B, H, W)).
+    """Repair one batch (B, C, H, W) in [0, 1] (windows: (B, 1, F, T) z-scores); returns (x_fix, omega
+    (B, H, W)): x_fix equals x_bad outside omega and lies in the model's range ([0, 1] for images) inside.
     ``trace`` (a list) receives ``(t, x_t, original_noise)`` after every in-filling, for tests."""
     with torch.no_grad():
         bad = decompose(detector, x_bad)
         omega = thresholds.omega(bad.alpha.float())
     keep = (1 - omega)[:, None] if cfg.infill else torch.zeros_like(x_bad[:, :1])
-    x0_bad = DiffusionModel.to_model(x_bad)
-    start_image = DiffusionModel.to_model(_prefilled(x_bad, omega)) if cfg.prefill == "mean" else x0_bad
-    guide = _Guide(detector, x_bad, bad, omega, cfg) if cfg.guidance > 0 else None
+    x0_bad = diffusion.to_model(x_bad)
+    start_image = diffusion.to_model(_prefilled(x_bad, omega, diffusion.mean_dims)) if cfg.prefill == "mean" \
+        else x0_bad
+    guide = _Guide(detector, diffusion, x_bad, bad, omega, cfg) if cfg.guidance > 0 else None
     abar = diffusion.alphas_cumprod.to(x_bad.dtype)
     steps = timesteps(cfg, len(abar))
     x_t, _ = _noised(start_image, abar[steps[0]], generator)
@@ -193,7 +206,8 @@ def repair_batch(x_bad: Tensor, detector: Detector, diffusion: DiffusionModel, t
             trace.append((steps[i + 1] if i + 1 < len(steps) else -1, x_t.clone(), noise))
         if on_step is not None:
             on_step(guide.last_loss if guide is not None else 0.0)
-    return DiffusionModel.from_model(x_t).clamp(0, 1), omega
+    x_fix = diffusion.from_model(x_t.clamp(-1, 1))
+    return torch.where(keep.bool().expand_as(x_bad), x_bad, x_fix), omega  # the input itself outside omega
 
 
 @register("repair")
@@ -217,8 +231,9 @@ class RepairExplainer:
         if self.thresholds is None:
             self.thresholds = FeatureThresholds.fit(detector, data.train_normal, self.config.quantile)
         if self.diffusion is None:
-            diffusion_cfg = self.config.diffusion_config(tuple(data.image_shape))
-            self.diffusion = DiffusionModel(diffusion_cfg)
+            series = isinstance(data, SeriesData)
+            diffusion_cfg = self.config.diffusion_config(tuple(data.image_shape), series)
+            self.diffusion = (SeriesDiffusionModel if series else DiffusionModel)(diffusion_cfg)
             train_diffusion(self.diffusion, data.train_normal, diffusion_cfg, self.config.checkpoint_dir,
                             self.config.progress)
         return self
