@@ -98,6 +98,17 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--data-root", help=root_help)
     train.add_argument("--device", choices=DEVICES, help="auto (default): CUDA, then MPS, then CPU")
+    series = train.add_argument_group("time series (skab, synthetic_series, or a CSV/Parquet file or folder)")
+    series.add_argument("--window", type=int, help="steps per window (100)")
+    series.add_argument("--stride", type=int, help="steps between window starts (10)")
+    series.add_argument("--time-column", help="CSV/Parquet: the time column (default: rows in file order)")
+    series.add_argument("--feature-columns", type=lambda s: tuple(v.strip() for v in s.split(",") if v.strip()),
+                        help="CSV/Parquet: the sensor columns, comma-separated (default: every other column)")
+    series.add_argument("--label-column", help="CSV/Parquet: 1 = anomalous step")
+    series.add_argument("--train-fraction", type=float, help="share of each labelled file's normal prefix used for "
+                                                             "training (0.5)")
+    series.add_argument("--normalise", choices=["recording", "global"], help="z-scores per recording (default) or "
+                                                                            "over all recordings")
 
     explain = commands.add_parser("explain", help="explain the test anomalies of a training run",
                                   formatter_class=fmt, epilog=EXAMPLES["explain"])
