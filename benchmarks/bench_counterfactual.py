@@ -80,8 +80,9 @@ def non_blue_validity(run_dir: Path, oracle_path: Path) -> float:
 
 def step_cost(root: Path, profiles: list[str] | None = None) -> None:
     """Seconds per explainer training step (64 normal + 64 OE, MNIST, BCE) for each width profile."""
-    from anomalens.explain.counterfactual import PROFILES
     from anomalens.explain.counterfactual_training import train_explainer
+
+    from anomalens.explain.counterfactual import PROFILES
 
     run_dir = root / "mnist_7_bce"
     _, detector, data = load_run(run_dir)
