@@ -65,7 +65,7 @@ def test_ctrl_c_during_training_exits_130_and_the_rerun_equals_an_uninterrupted_
 
 def test_explain_counterfactual_from_the_cli_writes_report_numbers_equal_to_metrics(run_dir, capsys) -> None:
     argv = ["explain", str(run_dir), "--method", "counterfactual", "--profile", "tiny", "--steps", "4",
-            "--no-sub-auroc", "--oracle-epochs", "1", "--oracle-images", "600"]
+            "--no-sub-auroc", "--oracle-epochs", "1", "--oracle-images", "600", "--max-anomalies", "200"]
     assert cli.main(argv) == 0
     out = run_dir / "explain" / "counterfactual"
     metrics = json.loads((out / "metrics.json").read_text())

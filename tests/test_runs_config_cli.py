@@ -172,6 +172,7 @@ def test_cli_errors_are_one_clear_line(tmp_path: Path, capsys, monkeypatch) -> N
     assert "train-images-idx3-ubyte.gz" in err and str(tmp_path / "mnist") in err
 
 
+@pytest.mark.slow  # 30 s; tests/test_cli_runs.py covers train and explain through the CLI in the default tier
 def test_demo_writes_a_complete_run(tmp_path: Path, capsys) -> None:
     assert cli.main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
     captured = capsys.readouterr()

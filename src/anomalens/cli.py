@@ -160,7 +160,8 @@ def _parser() -> argparse.ArgumentParser:
     repair.add_argument("--lambdas", type=lambda s: tuple(float(v) for v in s.split(",")),
                         help="weights of the four property losses, e.g. 1,1,1,1 (paper)")
     repair.add_argument("--delta4", type=float, help="P4 tolerance relative to the clean region's score (0.05)")
-    repair.add_argument("--max-anomalies", type=int, default=64, help="test anomalies to repair (64)")
+    repair.add_argument("--max-anomalies", type=int, help="test anomalies to repair (64) or to evaluate the "
+                                                          "counterfactuals on (2000)")
     repair.add_argument("--no-baseline", action="store_true", help="skip the unguided baseline repairs")
 
     demo = commands.add_parser("demo", help="run the offline pipeline on the built-in glyphs",
@@ -261,7 +262,8 @@ def _explain(args: argparse.Namespace) -> None:
     options = {k: getattr(args, k) for k in (*keys, "device") if getattr(args, k) is not None}
     cfg = CEConfig.recipe(args.recipe, **options)
     explain_counterfactuals(run_dir, cfg, fid_features=args.fid_features, with_sub_auroc=not args.no_sub_auroc,
-                            oracle_epochs=args.oracle_epochs, oracle_limit=args.oracle_images)
+                            oracle_epochs=args.oracle_epochs, oracle_limit=args.oracle_images,
+                            max_anomalies=args.max_anomalies or 2000)
 
 
 def _repair(args: argparse.Namespace, run_dir: str) -> None:
@@ -275,7 +277,7 @@ def _repair(args: argparse.Namespace, run_dir: str) -> None:
     options["diffusion"] = {k: getattr(args, k) for k in ("profile", "steps", "minutes", "bf16", "seed", "device")
                             if getattr(args, k) is not None}
     cfg = from_dict(RepairConfig, options, "command line")
-    explain_repairs(run_dir, cfg, max_anomalies=args.max_anomalies, baseline=not args.no_baseline)
+    explain_repairs(run_dir, cfg, max_anomalies=args.max_anomalies or 64, baseline=not args.no_baseline)
 
 
 def _list(as_json: bool) -> None:
