@@ -52,3 +52,18 @@ def needs_shared_data(*parts: str):
     """Skip unless ANOMALENS_DATA points at shared/data holding ``parts``."""
     present = SHARED_DATA is not None and (SHARED_DATA.joinpath(*parts)).exists()
     return pytest.mark.skipif(not present, reason=f"ANOMALENS_DATA/{'/'.join(parts)} not present")
+
+
+def bars_task(n: int = 64):
+    """A 28 px task that trains in seconds: normal = a bright bar on the left, OE = a bar on the right."""
+    import torch
+
+    from anomalens.data.addata import ADData
+
+    g = torch.Generator().manual_seed(0)
+    normal = torch.rand(n, 1, 28, 28, generator=g) * 0.1
+    normal[:, :, 4:24, 4:10] = 0.9
+    oe = torch.rand(n, 1, 28, 28, generator=g) * 0.1
+    oe[:, :, 4:24, 18:24] = 0.9
+    return ADData(train_normal=normal, train_oe=oe, test_x=torch.cat([normal[:8], oe[:8]]),
+                  test_y=torch.cat([torch.zeros(8), torch.ones(8)]).long(), name="bars")

@@ -21,18 +21,13 @@ from anomalens.explain.counterfactual_losses import (
 )
 from anomalens.metrics import counterfactual as cfm
 
+from conftest import bars_task
+
 SHAPE = (1, 28, 28)
 
 
 def _data(n: int = 64) -> ADData:
-    """Normal: a bright bar on the left; OE: a bright bar on the right."""
-    g = torch.Generator().manual_seed(0)
-    normal = torch.rand(n, *SHAPE, generator=g) * 0.1
-    normal[:, :, 4:24, 4:10] = 0.9
-    oe = torch.rand(n, *SHAPE, generator=g) * 0.1
-    oe[:, :, 4:24, 18:24] = 0.9
-    return ADData(train_normal=normal, train_oe=oe, test_x=torch.cat([normal[:8], oe[:8]]),
-                  test_y=torch.cat([torch.zeros(8), torch.ones(8)]).long(), name="bars")
+    return bars_task(n)
 
 
 def _config(**kw) -> CEConfig:

@@ -10,17 +10,13 @@ from anomalens.explain.autoencoders import AutoencoderTraining, load_autoencoder
 from anomalens.explain.counterfactual import CEConfig, CounterfactualExplainer
 from anomalens.nets.latent import EditorConfig, LatentEditor, LatentGenerator
 
+from conftest import bars_task
+
 SHAPE = (1, 28, 28)
 
 
 def _data(n: int = 64) -> ADData:
-    g = torch.Generator().manual_seed(0)
-    normal = torch.rand(n, *SHAPE, generator=g) * 0.1
-    normal[:, :, 4:24, 4:10] = 0.9
-    oe = torch.rand(n, *SHAPE, generator=g) * 0.1
-    oe[:, :, 4:24, 18:24] = 0.9
-    return ADData(train_normal=normal, train_oe=oe, test_x=torch.cat([normal[:8], oe[:8]]),
-                  test_y=torch.cat([torch.zeros(8), torch.ones(8)]).long(), name="bars")
+    return bars_task(n)
 
 
 def test_autoencoder_learns_and_the_editor_starts_at_its_reconstruction(tmp_path) -> None:

@@ -7,7 +7,8 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-LAYER0 = {"errors", "config", "atomic", "checkpoints", "loop", "progress", "device", "logs", "maps", "emissions"}
+LAYER0 = {"errors", "config", "atomic", "checkpoints", "loop", "progress", "device", "logs", "maps", "emissions",
+          "registry"}
 LAYERS = {"data": 1, "nets": 2, "detectors": 3, "explain": 4, "metrics": 5, "report": 5, "experiments": 6, "runs": 6,
           "demo": 6, "cli": 7, "cli_grid": 7, "cli_serve": 7, "serve": 7}
 
