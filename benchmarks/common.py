@@ -1,11 +1,14 @@
-"""What every benchmark prints beside its figures: the machine it ran on."""
+"""What every benchmark prints beside its figures: the machine it ran on; where results go."""
 
 from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 
 import torch
+
+RESULTS = Path(__file__).parent / "results"
 
 
 def machine() -> str:

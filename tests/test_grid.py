@@ -195,6 +195,11 @@ def test_collector_mean_std_by_hand(tmp_path: Path) -> None:
     assert hsc["all"].mean == pytest.approx(0.945) and hsc["all"].paper == pytest.approx((0.985 + 0.967) / 2)
     oe = collect.oe_table([g for g in groups if g.get("oe_size") is None])
     assert sorted(oe.columns) == ["bce", "hsc"] and oe.rows[0][1]["bce"].mean == pytest.approx(0.745)
+    # keys an override sets per detector (Deep SVDD: no OE, another lr) make no row of their own
+    fake_run(out, "dsvdd-3", {"dataset": "mnist", "colored": False, "detector": "dsvdd", "normal": "3", "oe": None,
+                              "lr": 1e-4, "seed": 0}, {"ad_auroc": 0.8})
+    oe = collect.oe_table([g for g in collect.group(collect.finished_runs(out)) if g.get("oe_size") is None])
+    assert [label for label, _ in oe.rows] == ["mnist"] and sorted(oe.columns) == ["bce", "dsvdd", "hsc"]
 
 
 # ------------------------------------------------------------------------- real runs, resume, Ray

@@ -256,8 +256,15 @@ def _over_normals(part: Sequence[Group]) -> Stat | None:
 
 
 def oe_table(groups: Sequence[Group]) -> Table:
-    """OE paper Table 1: rows = datasets (and other settings), columns = detectors."""
-    keys = _varying(groups, ["train.normal", "train.detector"])
+    """OE paper Table 1: rows = datasets (and other settings), columns = detectors. Keys that overrides
+    set per detector or per dataset (Deep SVDD's OE and learning rate, a dataset's augmentation, ...)
+    make no rows of their own."""
+    by_detector = _split(groups, ["train.detector"]).values()
+    keys: list[str] = []  # in config order (dataset first), each kept if it splits one detector's runs further
+    for key in _varying(groups, ["train.normal", "train.detector"]):
+        if any(len({json.dumps([g.config.get(k) for k in (*keys, key)], default=str) for g in part}) >
+               len({json.dumps([g.config.get(k) for k in keys], default=str) for g in part}) for part in by_detector):
+            keys.append(key)
     detectors = list(dict.fromkeys(g.get("detector") for g in groups))
     rows = []
     for part in _split(groups, keys).values():
@@ -266,10 +273,16 @@ def oe_table(groups: Sequence[Group]) -> Table:
             of_detector = [g for g in part if g.get("detector") == detector]
             if of_detector and (cell := _over_normals(of_detector)):
                 cells[detector] = cell
-        rows.append((_title(part[0], keys, with_detector=False), cells))
+        first = part[0]
+        if len({g.get("oe") for g in part}) > 1:  # OE differs by detector: not part of the row's title
+            first = Group({**first.config, "train.oe": None})
+        rows.append((_title(first, keys, with_detector=False), cells))
     notes = ["ad_auroc: mean ± std over the normal classes of each class's mean over seeds",
              "[paper]: OE paper Table 1 (all classes), or the mean of its per-class Tables 8/10/11/17 over "
              "the classes run here; its OE is 80MTI / EMNIST / grayscale CIFAR-100"]
+    oe = {d: sorted({str(g.get("oe") or "none") for g in groups if g.get("detector") == d}) for d in detectors}
+    if len({tuple(v) for v in oe.values()}) > 1:
+        notes.append("OE per detector: " + "; ".join(f"{d} {', '.join(v)}" for d, v in oe.items()))
     return Table("Detection AuROC (OE paper Table 1 layout)", "setting", detectors, rows, notes)
 
 

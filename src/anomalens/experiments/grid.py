@@ -150,7 +150,8 @@ def with_scale(spec: GridFile, scale: str, source: str = "grid") -> GridFile:
 
 def with_sets(spec: GridFile, sets: tuple[str, ...], source: str = "grid") -> GridFile:
     """``KEY=VALUE`` overrides (VALUE is YAML): ``seeds=2``, ``explain.steps=100``, ``grid.normal=[3, 5]``,
-    or a base key ``epochs=2``, which also replaces a grid axis of that name by the single value."""
+    or a base key ``epochs=2``. A base or explain key is then the value of every run: it also replaces a
+    grid axis of that name by the single value, and no override sets it any more."""
     data = asdict(spec)
     for item in sets:
         key, sep, raw = item.partition("=")
@@ -161,14 +162,16 @@ def with_sets(spec: GridFile, sets: tuple[str, ...], source: str = "grid") -> Gr
             data["seeds"] = value
         elif key.startswith("grid."):
             data["grid"][key[5:]] = value
-        elif key.startswith("explain."):
-            if data["explain"] is None:
-                raise ConfigError(f"--set {key}: the grid has no explain block. Fix: add one to the file")
-            data["explain"][key[8:]] = value
-            data["grid"].pop(key, None)
         else:
-            data["base"][key] = value
+            if key.startswith("explain."):
+                if data["explain"] is None:
+                    raise ConfigError(f"--set {key}: the grid has no explain block. Fix: add one to the file")
+                data["explain"][key[8:]] = value
+            else:
+                data["base"][key] = value
             data["grid"].pop(key, None)
+            for rule in data["overrides"]:
+                rule["set"].pop(key, None)
     return from_dict(GridFile, data, f"{source} with --set")
 
 

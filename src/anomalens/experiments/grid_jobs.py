@@ -41,6 +41,7 @@ class RepairOptions:
 
     max_anomalies: int = 64
     baseline: bool = True
+    plain: bool = False  # also the paper's off-the-shelf baseline (whole image re-generated, no guidance)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import socket
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -169,6 +170,28 @@ def import_ray():
     return ray
 
 
+def _ray_address(address: str | None) -> str | None:
+    """The address for ``ray.init``: the given one, else $RAY_ADDRESS, else the last instance started on
+    this machine (``ray start``) if it still answers, else ``"local"`` (a new local instance). Without
+    the check, ``ray.init()`` spends minutes retrying an instance that died without ``ray stop``
+    (its address stays in /tmp/ray/ray_current_cluster)."""
+    if address or os.environ.get("RAY_ADDRESS"):
+        return address
+    try:
+        from ray._private.services import find_bootstrap_address  # where ray.init() looks (Ray 2.x)
+        last = find_bootstrap_address(None)
+    except Exception:  # noqa: BLE001 - another Ray version: let ray.init decide
+        return None
+    if last is None:
+        return None
+    host, _, port = last.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+    except (OSError, ValueError):
+        return "local"
+    return None
+
+
 @register("ray")
 class RayLauncher:
     """Each run is a Ray task with ``num_cpus=threads`` (and ``num_gpus=1`` where the cluster has GPUs),
@@ -193,7 +216,7 @@ class RayLauncher:
         ray = import_ray()
         started_here = not ray.is_initialized()
         if started_here:
-            ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+            ray.init(address=_ray_address(self.address), log_to_driver=False, configure_logging=False)
         pending: dict[Any, Any] = {}
         try:
             resources = ray.cluster_resources()

@@ -4,8 +4,9 @@ Writes ``RUN_DIR/explain/repair/``: ``diffusion.safetensors`` (the DDPM, trained
 training images once, resumable from ``checkpoints/``), ``thresholds.safetensors`` (tau), ``repairs.png``
 (rows: anomaly, omega, ground truth when known, unguided repair, guided repair; the detector's raw
 score under each image), ``images/samples.png`` (unconditional DDPM samples, to judge the model),
-``metrics.json`` (guided vs unguided M_s, M_d, M_omega, M_omega_bar, P1-P4 rates, improvements, TNR,
-seconds per image) and ``report.html``.
+``metrics.json`` (guided vs unguided, and with ``plain`` the off-the-shelf baseline: M_s, M_d, M_omega,
+M_omega_bar, P1-P4 rates, improvements, TNR, seconds per image; ``omega_iou`` with ground-truth masks)
+and ``report.html``.
 
 Windows of time series (a run trained on a series dataset) take the same path; only the pictures
 differ: ``repairs.png`` plots each repaired window feature by feature (original, omega shaded,
@@ -75,6 +76,14 @@ def repair_grid(path: Path, repairs: dict[str, Explanation], masks: torch.Tensor
     return save_grid(path, rows, captions)
 
 
+def omega_iou(omega: torch.Tensor, masks: torch.Tensor) -> float:
+    """How well the repaired region omega covers the true defect: the mean IoU over the images."""
+    omega, masks = omega.bool(), masks.bool()
+    inter = (omega & masks).flatten(1).sum(1).float()
+    union = (omega | masks).flatten(1).sum(1).float().clamp_min(1)
+    return float((inter / union).mean())
+
+
 def series_pictures(out: Path, data: SeriesData, anomalous: torch.Tensor, repairs: dict[str, Explanation],
                     samples: torch.Tensor) -> None:
     """The series' ``repairs.png`` (windows feature by feature, in sensor units) and ``images/samples.png``."""
@@ -93,7 +102,7 @@ def series_pictures(out: Path, data: SeriesData, anomalous: torch.Tensor, repair
 
 def _report(out: Path, title: str, metrics: dict[str, Any], cfg: RepairConfig, diffusion_cfg: dict[str, Any]) -> Path:
     report = Report(f"AR-Pro repairs: {title}", metrics["schedule"])
-    names = [n for n in ("unguided", "guided") if n in metrics]
+    names = [n for n in ("plain", "unguided", "guided") if n in metrics]
     rows = []
     for key, aim in (("M_s", "lower"), ("M_d", "lower"), ("M_omega", "lower (< 0 = P3)"),
                      ("M_omega_bar", "lower (<= delta4 = P4)"), ("s_omega_fix", "lower: the repaired region's score")):
@@ -132,10 +141,12 @@ def fitted_repairer(out: Path, detector: Detector, data, cfg: RepairConfig) -> R
 
 
 def explain_repairs(run_dir: str | Path, cfg: RepairConfig | None = None, max_anomalies: int = 64,
-                    baseline: bool = True, folder: str = "repair") -> dict[str, Any]:
+                    baseline: bool = True, plain: bool = False, folder: str = "repair") -> dict[str, Any]:
     """Repair (at most ``max_anomalies``) test anomalies of the run, guided and, with ``baseline``,
-    unguided; write grids, metrics and the report. The detector must be decomposable; ``cfg.diffusion``
-    holds the ``DiffusionConfig`` settings (profile, steps, minutes, ...) of its training."""
+    unguided (the same in-filling without guidance); with ``plain`` also the paper's off-the-shelf
+    baseline (the whole image re-generated, no guidance); write grids, metrics and the report. The
+    detector must be decomposable; ``cfg.diffusion`` holds the ``DiffusionConfig`` settings (profile,
+    steps, minutes, ...) of its training."""
     cfg = cfg or RepairConfig()
     run_dir = Path(run_dir)
     job, detector, data = load_run(run_dir)
@@ -162,11 +173,15 @@ def explain_repairs(run_dir: str | Path, cfg: RepairConfig | None = None, max_an
         repairs = {"guided": explainer.explain(x_bad)}
         if baseline:
             repairs = {"unguided": explainer.explain(x_bad, guidance=0.0), **repairs}
+        if plain:
+            repairs = {"plain": explainer.explain(x_bad, guidance=0.0, infill=False), **repairs}
         normal_scores = detector.scores(data.test_x[data.test_y == 0])
         metrics = compare_repairs(detector, explainer.thresholds, repairs, normal_scores, cfg.delta4)
         metrics.update(repaired=len(x_bad), schedule=schedule, diffusion_train_seconds=train_seconds,
                        diffusion_steps=diffusion.step)
         masks = data.test_masks[anomalous] if data.test_masks is not None else None
+        if masks is not None:
+            metrics["omega_iou"] = omega_iou(repairs["guided"].extras["omega"], masks)
         samples = diffusion.sample(SHOWN, steps=50, generator=torch.Generator().manual_seed(cfg.seed))
         if series:
             series_pictures(out, data, anomalous, repairs, samples)

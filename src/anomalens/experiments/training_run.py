@@ -2,7 +2,8 @@
 
 This is what ``anomalens train`` executes. The run folder gets ``config.yaml``, ``run.json``,
 ``checkpoints/`` (resumed when the same command runs again), ``detector.safetensors``,
-``metrics.json`` (``ad_auroc``, ``score_distance``, ``train_seconds``), ``calibration.json`` (the raw
+``metrics.json`` (``ad_auroc``, ``score_distance``, ``train_seconds``; on coloured data also
+``ad_auroc_by_colour``), ``calibration.json`` (the raw
 scores of the normal test images, for ``anomalens predict``'s automatic threshold: see
 ``experiments/calibration.py``) and ``images/roc.png`` + ``images/scores.png``.
 """
@@ -28,7 +29,7 @@ from anomalens.errors import ConfigError
 from anomalens.experiments.calibration import save_normal_scores
 from anomalens.explain.heatmap import HeatmapConfig, HeatmapExplainer
 from anomalens.maps import binarize, normalise
-from anomalens.metrics.detection import evaluate_detector, roc_curve
+from anomalens.metrics.detection import auroc, evaluate_detector, roc_curve
 from anomalens.metrics.pixel import pixel_auc, threshold_metrics
 from anomalens.report.grids import save_grid
 from anomalens.report.plots import roc_plot, score_histogram
@@ -144,6 +145,20 @@ def build_data(job: TrainJob) -> ADData:
                            seed=job.seed, data_root=job.data_root)
 
 
+def auroc_by_colour(data: ADData, raw_scores) -> dict[str, float]:
+    """On coloured data: the AuROC of the normal test images against the anomalies of each colour, which
+    shows where a detector trained on a biased subset of anomalies fails (CE paper, section 4.4)."""
+    if "colour" not in data.test_attrs:
+        return {}
+    y, colour = data.test_y.numpy() == 1, data.test_attrs["colour"].numpy()
+    out = {}
+    for i, name in enumerate(scenarios.COLOUR_NAMES):
+        kept = ~y | (y & (colour == i))  # every normal image and the anomalies of this colour
+        if (y & kept).any():
+            out[name] = auroc(y[kept], raw_scores[kept])
+    return out
+
+
 def evaluate_heatmaps(detector: Detector, data: ADData, grid: Path, shown: int = 8,
                       method: str = "heatmap") -> dict[str, Any]:
     """An overlay grid of the first ``shown`` test anomalies (image, ground truth when known, heatmap,
@@ -201,6 +216,8 @@ def run_training(job: TrainJob, out: str | Path, progress: bool = True) -> dict[
         metrics.update(train_seconds=train_seconds, detector=job.detector, data=summary,
                        history=detector.history)
         raw = detector.scores(data.test_x).numpy()
+        if by_colour := auroc_by_colour(data, raw):
+            metrics["ad_auroc_by_colour"] = by_colour
         save_normal_scores(run.path, raw[data.test_y.numpy() == 0])  # the automatic threshold's calibration set
         fpr, tpr = roc_curve(data.test_y, raw)
         roc_plot(run.path / "images" / "roc.png", fpr, tpr, metrics["ad_auroc"], f"{job.detector}: {data.name}")
