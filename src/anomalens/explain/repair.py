@@ -13,7 +13,7 @@ Starting from the input noised to a chosen level, every reverse-diffusion step (
 Only the steps from the start level down are run. The default sampler is DDIM with 50 steps (one
 64x64 repair in ~1 s here); ``sampler="ddpm"`` runs the paper's ancestral sampler over every step
 (~10x slower; on our benchmark it degrades the clean region a little less and lowers the score a
-little less). Three choices differ from the paper, for reasons measured in ``benchmarks/bench_repair.py``:
+little less). Three choices differ from the paper, for reasons measured in benchmarks/RESULTS.md ("AR-Pro repairs"):
 the loss is evaluated on x0^ rather than on the noisy x_t (the detector was trained on clean images),
 its gradient is normalised per image (so one guidance scale suits detectors whose scores differ by
 orders of magnitude), and delta_4 is relative to |s_omega_bar(x_bad)| for the same reason.
@@ -55,9 +55,9 @@ class RepairConfig:
     """How to repair. The property weights are the paper's (all 1, sec. 4.2)."""
 
     strength: float = 0.5  # start level as a fraction of the diffusion's timesteps (1 = pure noise)
-    sampler: str = "ddim"  # ddim: deterministic, few steps (10x faster, as good: bench_repair.py); ddpm: paper
+    sampler: str = "ddim"  # ddim: deterministic, few steps (10x faster, as good: RESULTS.md); ddpm: paper
     steps: int | None = None  # reverse steps from the start level; None = every timestep (ddpm) or 50 (ddim)
-    guidance: float = 3.0  # guidance scale (best of 1, 3, 10 in bench_repair.py); 0 = the unguided baseline
+    guidance: float = 3.0  # guidance scale (best of 1, 3, 10: RESULTS.md); 0 = the unguided baseline
     weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)  # lambda_1..lambda_4
     delta4: float = 0.05  # P4 tolerance, relative to |s_omega_bar(x_bad)|
     prefill: str = "mean"  # fill omega before noising: "mean" colour of the rest of the image, or "none"
