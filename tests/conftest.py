@@ -72,3 +72,36 @@ def bars_task(n: int = 64):
     oe[:, :, 4:24, 18:24] = 0.9
     return ADData(train_normal=normal, train_oe=oe, test_x=torch.cat([normal[:8], oe[:8]]),
                   test_y=torch.cat([torch.zeros(8), torch.ones(8)]).long(), name="bars")
+
+
+def write_tiny_clip(folder: Path, seed: int = 0) -> Path:
+    """A randomly initialised CLIP saved as a Hugging Face folder: two layers of width 32 per tower, 32 px
+    images in 4 px patches, and a byte-level tokenizer of 514 tokens (every byte, alone and word-final,
+    plus the two special tokens; no merges), written by the test (no download)."""
+    import json
+
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = [chr(b) for b in printable] + [chr(256 + i) for i in range(256 - len(printable))]  # GPT-2's byte map
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    tokenizer = CLIPTokenizer.from_pretrained(folder)
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+           "pad_token_id": tokenizer.pad_token_id}
+    tower = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+    config = CLIPConfig(text_config={**tower, **ids, "vocab_size": len(tokens), "max_position_embeddings": 64},
+                        vision_config={**tower, "image_size": 32, "patch_size": 4}, projection_dim=16)
+    with torch.random.fork_rng():  # leaves the global generator of the calling test alone
+        torch.manual_seed(seed)
+        CLIPModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """conftest's tiny random CLIP folder, written once per session."""
+    return write_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))

@@ -99,6 +99,26 @@ def describe_rule(rule: str | int | Sequence[int | str], class_names: Sequence[s
     return "classes " + ", ".join(class_names[_class_index(str(r), class_names)] for r in rule)
 
 
+def normal_class_names(dataset: str, normal: str | int | Sequence[int | str],
+                       data_root: str | Path | None = None) -> tuple[str, ...]:
+    """The names of a scenario's normal classes, for detectors whose prompts name them (CLIP): the classes
+    of a class list or of an ``or`` of classes, a defect dataset's category (``mvtec_ad/bottle`` ->
+    ``bottle``); () for a rule with colours or ``and``, which names no set of classes."""
+    spec = catalog.get_spec(dataset)
+    if spec.kind == "defects":
+        return (dataset.rstrip("/").split("/")[-1],)
+    if spec.kind != "classes":
+        return ()
+    if isinstance(normal, (int, np.integer)):
+        normal = [int(normal)]
+    if isinstance(normal, str):
+        normal = [t.strip() for t in re.split(r"\s+or\s+|\+|,", normal.strip()) if t.strip()]
+        if any(re.search(r"\sand\s", t.lower()) or t.lower() in COLOUR_NAMES for t in normal):
+            return ()
+    class_names = catalog.load(dataset, "train", data_root).class_names
+    return tuple(class_names[_class_index(str(r), class_names)] for r in normal)
+
+
 # ------------------------------------------------------------------------------ coloured variant
 
 

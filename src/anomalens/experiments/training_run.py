@@ -55,7 +55,8 @@ class TrainJob:
     image_size: int | None = None  # defect datasets: resize images and masks
     architecture: str = "small"  # aexad: "small" conv autoencoder or "resnet" (paper sec. 5.1); flow: pixel
     # or "resnet" (frozen ResNet-18) features
-    trunk_weights: str | None = None  # aexad/flow resnet: local torchvision-named ResNet-18 ImageNet weights
+    trunk_weights: str | None = None  # aexad/flow resnet: local torchvision-named ResNet-18 ImageNet weights;
+    # clip/bce_cl: a CLIP folder or hub id [openai/clip-vit-base-patch32]; series_gpt2: GPT-2 folder or hub id
     net: str | None = None  # LeNet profile (mnist, colored_mnist, fmnist, cifar) or wrn; default by size
     focal_gamma: float = 2.0
     epochs: int = 20
@@ -123,7 +124,9 @@ def build_detector(job: TrainJob, image_shape: tuple[int, int, int]) -> Detector
         kinds = [n for n in registry.names() if getattr(registry.detector_class(n), "series", False) == series]
         raise ConfigError(f"the {job.detector!r} detector does not work on {job.dataset!r} ("
                           f"{'windows of a time series' if series else 'images'}). Fix: use one of {', '.join(kinds)}")
-    return registry.create(job.detector, image_shape, net=job.net, focal_gamma=job.focal_gamma,
+    extra = {"class_names": scenarios.normal_class_names(job.dataset, _normal_rule(job.normal), job.data_root)} \
+        if getattr(registry.detector_class(job.detector), "reads_class_names", False) else {}  # CLIP's prompts
+    return registry.create(job.detector, image_shape, **extra, net=job.net, focal_gamma=job.focal_gamma,
                            architecture=job.architecture, trunk_weights=job.trunk_weights)
 
 
