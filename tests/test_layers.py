@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYER0 = {"errors", "config", "atomic", "checkpoints", "loop", "progress", "device", "logs", "maps", "emissions",
           "registry"}
 LAYERS = {"data": 1, "nets": 2, "detectors": 3, "explain": 4, "metrics": 5, "report": 5, "experiments": 6, "runs": 6,
-          "demo": 6, "cli": 7, "cli_grid": 7, "cli_serve": 7, "serve": 7}
+          "demo": 6, "cli": 7, "cli_grid": 7, "cli_serve": 7, "cli_oe_search": 7, "serve": 7}
 
 
 def _modules() -> dict[str, set[str]]:

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from anomalens.cli_grid import add_grid_commands, run_grid_command
+from anomalens.cli_oe_search import add_command as add_oe_search_command
+from anomalens.cli_oe_search import run_command as run_oe_search_command
 from anomalens.cli_serve import add_commands as add_serve_commands
 from anomalens.cli_serve import run_command as run_serve_command
 from anomalens.device import DEVICES
@@ -94,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, help="per side: normal and anomalies each")
     train.add_argument("--augment", choices=["none", "gray", "natural"])
     train.add_argument("--pretrain-epochs", type=int, help="autoencoder pretraining epochs (Deep SVDD)")
-    train.add_argument("--bf16", action="store_const", const=True, help="bfloat16 autocast (faster on CPU)")
+    train.add_argument("--bf16", action="store_const", const=True, help="bfloat16 autocast (faster on GPUs and CPUs with AVX512-BF16 or AMX; float32 elsewhere)")
     train.add_argument("--seed", type=int)
     train.add_argument("--data-root", help=root_help)
     train.add_argument("--device", choices=DEVICES, help="auto (default): CUDA, then MPS, then CPU")
@@ -175,6 +177,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_grid_commands(commands)
     add_serve_commands(commands)
+    add_oe_search_command(commands)
     return parser
 
 
@@ -308,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging()
     try:
-        if run_serve_command(args):  # predict, report, serve
+        if run_serve_command(args) or run_oe_search_command(args):  # predict, report, serve, oe-search
             pass
         elif args.command == "list":
             _list(args.json)
