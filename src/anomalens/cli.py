@@ -96,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, help="per side: normal and anomalies each")
     train.add_argument("--augment", choices=["none", "gray", "natural"])
     train.add_argument("--pretrain-epochs", type=int, help="autoencoder pretraining epochs (Deep SVDD)")
-    train.add_argument("--bf16", action="store_const", const=True, help="bfloat16 autocast (faster on GPUs and CPUs with AVX512-BF16 or AMX; float32 elsewhere)")
+    train.add_argument("--bf16", action="store_const", const=True,
+                       help="bfloat16 autocast (GPUs, CPUs with AVX512-BF16 or AMX; float32 elsewhere)")
     train.add_argument("--seed", type=int)
     train.add_argument("--data-root", help=root_help)
     train.add_argument("--device", choices=DEVICES, help="auto (default): CUDA, then MPS, then CPU")

@@ -9,12 +9,15 @@ recipe on a laptop.
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 
 import torch
 from torch import nn
 
 from anomalens.errors import ConfigError
 
+log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -42,11 +45,32 @@ def device_of(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes in bfloat16 natively. CPUs need AVX512-BF16 or AMX: without them
+    oneDNN emulates bf16, measured 7x slower than float32 on an AVX2 EPYC (benchmarks/RESULTS.md)."""
+    device = torch.device(device)
+    if device.type != "cpu":
+        return True
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks if check is not None)
+
+
+@functools.cache
+def _warn_emulated_bf16() -> None:
+    log.warning("bf16 was asked for, but this CPU has no native bfloat16 (AVX512-BF16 or AMX): running in "
+                "float32, which is several times faster here")
+
+
 def autocast(device: torch.device | str, bf16: bool):
-    """bfloat16 autocast on ``device`` when ``bf16`` (about 2x faster convolutions on CPUs with
-    AVX512-BF16 and on recent GPUs); a no-op context otherwise."""
+    """bfloat16 autocast on ``device`` when ``bf16`` and the device computes bf16 natively (about 2x
+    faster convolutions on CPUs with AVX512-BF16 and on recent GPUs); a no-op context otherwise, so
+    a recipe that asks for bf16 never runs slower than float32."""
     device = torch.device(device)
     if not bf16:
+        return contextlib.nullcontext()
+    if not native_bf16(device):
+        _warn_emulated_bf16()
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
 

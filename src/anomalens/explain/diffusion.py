@@ -201,7 +201,7 @@ class DiffusionModel(nn.Module):
             raise ValueError(f"diffusion model built for images {self.config.image_shape}, got {tuple(x_t.shape[1:])}")
         t = self.timesteps(t, len(x_t))
         bf16 = self.config.bf16 if bf16 is None else bf16
-        with torch.autocast(x_t.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast(x_t.device, bf16):
             return self.ema(x_t, t).sample.float()
 
     @torch.no_grad()
