@@ -86,7 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--architecture", choices=["small", "resnet"],
                        help="aexad: autoencoder architecture; flow: pixel or frozen ResNet-18 features")
     train.add_argument("--trunk-weights", help="aexad/flow resnet: local ResNet-18 ImageNet weights "
-                                               "(.pth/.safetensors)")
+                                               "(.pth/.safetensors); clip/bce_cl: a CLIP folder or hub id "
+                                               "(default openai/clip-vit-base-patch32, docs/clip.md)")
     train.add_argument("--colored", action="store_const", const=True, help="use the 7-colour variant")
     train.add_argument("--net", help="mnist, colored_mnist, fmnist, cifar or wrn (default: by image size)")
     train.add_argument("--focal-gamma", type=float)

@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
@@ -82,11 +84,21 @@ def prompt_texts(class_names: list[str] | tuple[str, ...]) -> list[str]:
 
 
 def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:300]
+    return " ".join(str(error).split())[:300].rstrip(".")
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    """HF_HUB_OFFLINE is set, or the hub's host does not resolve (no network: the hub client would
+    otherwise retry for over a minute before failing)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    from huggingface_hub import constants
+
+    try:
+        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname or "huggingface.co", 443)
+    except OSError:
+        return True
+    return False
 
 
 def load_pretrained(source: str | Path) -> tuple[Any, Any]:
@@ -107,18 +119,30 @@ def load_pretrained(source: str | Path) -> tuple[Any, Any]:
         raise ConfigError(f"{source}: no such folder, and not a hub id (owner/name). Fix: pass a folder holding "
                           f"{files} (from https://huggingface.co/{PAPER_MODEL}), or a hub id when online")
     else:
-        where = f"cannot load CLIP {source!r} from the Hugging Face hub or its local cache" + (
-            " (HF_HUB_OFFLINE is set): " if _offline() else ": ")
+        where = ""  # set below, once we know whether the hub was reachable
         fix = (f"download {files} from https://huggingface.co/{source} into a folder (e.g. `huggingface-cli "
                f"download {source} {' '.join(MODEL_FILES)} --local-dir models/clip-vit-base-patch32`) and pass "
                "that folder (--trunk-weights FOLDER, trunk_weights=FOLDER), or run once online")
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a bar per load of a few seconds is noise in the run's log
+    name = str(folder) if folder.is_dir() else source
+
+    def load(local_only: bool) -> tuple[Any, Any]:
+        return (CLIPModel.from_pretrained(name, use_safetensors=True, local_files_only=local_only),
+                CLIPTokenizer.from_pretrained(name, local_files_only=local_only))
+
     try:
-        model = CLIPModel.from_pretrained(str(folder) if folder.is_dir() else source, use_safetensors=True,
-                                          local_files_only=_offline())
-        tokenizer = CLIPTokenizer.from_pretrained(str(folder) if folder.is_dir() else source,
-                                                  local_files_only=_offline())
+        try:  # a folder, or a hub id already in the cache: no network
+            model, tokenizer = load(True)
+        except (OSError, ValueError) as e:
+            if folder.is_dir():
+                raise e
+            offline = _offline()
+            where = f"cannot load CLIP {source!r}: not in the Hugging Face cache, and " + (
+                "the hub is unreachable (offline, or HF_HUB_OFFLINE is set): " if offline else "from the hub: ")
+            if offline:
+                raise e
+            model, tokenizer = load(False)
     except (OSError, ValueError, TypeError, KeyError) as e:
         raise ConfigError(f"{where}{_one_line(e)}. Fix: {fix}") from e
     finally:
