@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import itertools
 import json
@@ -31,7 +32,7 @@ import re
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,24 @@ RESOLVED = "resolved.yaml"  # a run's resolved config (train + explain), written
 RESULT = "result.json"  # a finished run's flat scalar metrics (train, then explain), read by the collector
 LAYOUTS = ("ce", "oe", "curve")
 NOT_HASHED = ("data_root",)  # where the data lives is not what the run is: a cluster node may differ
+#: The TrainJob fields and explain keys that existed when run folders were first named by hash: always
+#: hashed, so those folders keep their names. A key added since is hashed only when its value differs
+#: from its default (``_hashed_part``): adding a field with a default orphans no finished run.
+HASHED_TRAIN_KEYS = frozenset({
+    "dataset", "normal", "detector", "oe", "oe_size", "known_anomalies", "known_size", "colored",
+    "labelled_per_type", "anomalies_only", "image_size", "architecture", "trunk_weights", "net", "focal_gamma",
+    "epochs", "lr", "milestones", "batch_size", "weight_decay", "augment", "pretrain_epochs", "bf16",
+    "channels_last", "seed", "data_root", "device", "window", "stride", "time_column", "feature_columns",
+    "label_column", "train_fraction", "normalise"})
+HASHED_EXPLAIN_KEYS = frozenset({
+    "method", "recipe", "fid_features", "with_sub_auroc", "max_anomalies", "oracle_epochs", "oracle_limit",
+    "baseline", "plain", "shown",  # the options of the explain functions
+    "concepts", "generator", "autoencoder", "autoencoder_steps", "profile", "lambda_gan", "lambda_phi",
+    "lambda_rec", "lambda_r", "lr", "betas", "batch_size", "steps", "milestones", "d_every", "conditional_d",
+    "phi_noise", "warmup_steps", "bf16", "channels_last", "seed", "minutes", "log_every", "sample_every",
+    "checkpoint_every", "device", "extra",  # CEConfig
+    "strength", "sampler", "guidance", "weights", "delta4", "prefill", "infill", "quantile", "diffusion",  # repair
+})
 
 
 # --------------------------------------------------------------------------------------- schema
@@ -71,6 +90,7 @@ class GridFile:
     description: str = ""
     labels: dict[str, dict[str, str]] = field(default_factory=dict)
     table: str = "ce"
+    curve_x: str = "oe_size"  # the key on the curve layout's x axis (a TrainJob key or explain.<key>)
 
     def __post_init__(self) -> None:
         if isinstance(self.seeds, int) and self.seeds < 1:
@@ -86,6 +106,9 @@ class GridFile:
                     isinstance(rule[k], dict) for k in rule):
                 raise ConfigError(f"overrides[{i}]: expected {{when: {{key: value}}, set: {{key: value}}}}, "
                                   f"got {rule!r}")
+        if self.curve_x not in TrainJob.__dataclass_fields__ and not self.curve_x.startswith("explain."):
+            raise ConfigError(f"curve_x: {self.curve_x!r} is not a TrainJob key. Fix: e.g. oe_size, oe_classes, "
+                              "filter_cutoff, focal_gamma, hsc_radial, or explain.<key>")
         if self.table not in LAYOUTS:
             raise ConfigError(f"table: {self.table!r} is not a layout. Fix: one of {', '.join(LAYOUTS)}")
         unknown = sorted(set(self.paper or {}) - {"base", "grid", "explain", "seeds", "overrides"})
@@ -185,11 +208,35 @@ class PlannedRun:
     point: dict[str, Any]  # the grid values (and seed) that made this run, for progress lines
 
 
+def _train_defaults() -> dict[str, Any]:
+    return json.loads(json.dumps({f.name: f.default for f in fields(TrainJob) if f.default is not MISSING},
+                                 default=jsonable))
+
+
+def _explain_defaults(explain: dict[str, Any]) -> dict[str, Any]:
+    """The explain block that the method (and, for counterfactuals, the recipe) gives with no key set."""
+    return json.loads(_explain_defaults_text(explain["method"], explain.get("recipe")))
+
+
+@functools.lru_cache(maxsize=16)
+def _explain_defaults_text(method: str, recipe: str | None) -> str:
+    return json.dumps(resolve_explain({"method": method, **({"recipe": recipe} if recipe else {})}, 0, "hash"))
+
+
+def _hashed_part(values: dict[str, Any], always: frozenset[str], defaults: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k in always or k not in defaults or v != defaults[k]}
+
+
 def config_hash(config: dict[str, Any]) -> str:
-    """12 hex digits of the sha256 of the config's canonical JSON (sorted keys, no spaces)."""
+    """12 hex digits of the sha256 of the config's canonical JSON (sorted keys, no spaces), without
+    ``NOT_HASHED`` and without keys added after ``HASHED_TRAIN_KEYS`` / ``HASHED_EXPLAIN_KEYS`` that hold
+    their default value."""
     hashed = copy.deepcopy(config)
+    hashed["train"] = _hashed_part(hashed["train"], HASHED_TRAIN_KEYS, _train_defaults())
     for key in NOT_HASHED:
         hashed["train"].pop(key, None)
+    if hashed.get("explain"):
+        hashed["explain"] = _hashed_part(hashed["explain"], HASHED_EXPLAIN_KEYS, _explain_defaults(hashed["explain"]))
     text = json.dumps(hashed, sort_keys=True, separators=(",", ":"), default=jsonable)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -364,7 +411,7 @@ def execute(task: Task) -> dict[str, Any]:
 def write_plan(out: Path, spec: GridFile, runs: list[PlannedRun], source: str = "") -> None:
     """``plan.json`` (what ``grid status`` and ``grid table`` read) and each run's ``resolved.yaml``."""
     atomic_write_json(out / PLAN, {"name": spec.name, "description": spec.description, "source": source,
-                                   "table": spec.table, "labels": spec.labels,
+                                   "table": spec.table, "curve_x": spec.curve_x, "labels": spec.labels,
                                    "runs": [{"name": r.name, "config": r.config} for r in runs]})
     for run in runs:
         path = out / "runs" / run.name / RESOLVED
