@@ -61,6 +61,8 @@ def add_grid_commands(subparsers: argparse._SubParsersAction) -> None:
     table.add_argument("--layout", choices=["ce", "oe", "curve"],
                        help="ce: per-scenario rows (CE paper Tables 5-24); oe: datasets x detectors (OE paper "
                             "Table 1); curve: AuROC vs oe_size (Figures 2-3, plus a PNG). Default: the grid's")
+    table.add_argument("--x", metavar="KEY", help="curve layout: the key on the x axis (oe_size, oe_classes, "
+                                                  "filter_cutoff, focal_gamma, hsc_radial); default: curve_x")
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -110,7 +112,7 @@ def _table(args: argparse.Namespace) -> None:
     from anomalens.experiments.grid import read_plan
 
     layout = args.layout or read_plan(args.out).get("table", "ce")
-    text = render(collect(args.out, layout), args.format)
+    text = render(collect(args.out, layout, args.x), args.format)
     path = Path(args.out) / "tables" / (layout + {"md": ".md", "csv": ".csv", "latex": ".tex"}[args.format])
     atomic_write_text(path, text)
     print(text)

@@ -339,16 +339,33 @@ def _drop_cifar10_overlap(oe: LabeledImages, dataset: str) -> LabeledImages:
     return oe
 
 
+def choose_oe_classes(pools: Sequence[LabeledImages], count: int | None, seed: int) -> list[LabeledImages]:
+    """The OE pools cut down to ``count`` classes of their union (OE paper, appendix A: k classes drawn
+    at random per seed), the first ``count`` of a seeded permutation, so the draw for k + 1 classes holds
+    the draw for k; None keeps every class."""
+    if count is None:
+        return list(pools)
+    classes = [(i, int(c)) for i, pool in enumerate(pools) for c in np.unique(pool.labels)]
+    if count > len(classes):
+        names = "+".join(p.name for p in pools)
+        raise ScenarioError(f"oe_classes {count} exceeds the {len(classes)} classes of the OE set {names!r}; "
+                            f"use at most {len(classes)}")
+    chosen = [classes[j] for j in np.random.default_rng(seed).permutation(len(classes))[:count]]
+    return [pool.subset(np.isin(pool.labels, [c for i, c in chosen if i == index]))
+            for index, pool in enumerate(pools) if any(i == index for i, _ in chosen)]
+
+
 def build(dataset: str, normal: str | int | Sequence[int | str], *, colored: bool = False,
           oe: str | None = None, oe_size: int | None = None, oe_split: str | None = None,
           known_anomalies: str | int | Sequence[int | str] | None = None, known_size: int | None = None,
-          seed: int = 0, data_root: str | Path | None = None) -> ADData:
+          seed: int = 0, data_root: str | Path | None = None, oe_classes: int | None = None) -> ADData:
     """A scenario from dataset names, the high-level entry point.
 
     ``build("mnist", 7, oe="kmnist", oe_size=1024)`` is MNIST one-vs-rest with 1,024 KMNIST
     outliers (``oe="kmnist+glyph_letters"`` draws from the union of two sets, ``oe="confetti"``
     pastes random colour blocks on normal training images);
-    ``build("mnist", "red or one", colored=True, oe="emnist")`` is Colored-MNIST.
+    ``build("mnist", "red or one", colored=True, oe="emnist")`` is Colored-MNIST. ``oe_classes=k``
+    draws the OE images from k seeded classes of the OE set (``choose_oe_classes``).
     The OE split defaults to ``train`` when present, else ``test`` (shared/data's KMNIST).
     """
     train, test = catalog.load(dataset, "train", data_root), catalog.load(dataset, "test", data_root)
@@ -367,7 +384,7 @@ def build(dataset: str, normal: str | int | Sequence[int | str], *, colored: boo
             if colored and pool.images.shape[-1] == 1:
                 pool = colored_variant(pool, seed + 2)
             pools.append(pool)
-        data = with_outlier_exposure(data, pools, test, oe_size, seed)
+        data = with_outlier_exposure(data, choose_oe_classes(pools, oe_classes, seed), test, oe_size, seed)
     data.name = f"{'colored ' if colored else ''}{data.name}" + (f", OE = {oe}" if oe else "")
     return data
 

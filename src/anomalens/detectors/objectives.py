@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from anomalens.errors import ConfigError
+
 _EPS = 1e-6
 
 
@@ -84,25 +86,41 @@ def pseudo_huber(z: Tensor) -> Tensor:
     return torch.sqrt(z.pow(2).sum(1) + 1) - 1
 
 
+#: HSC's choices of h in the radial function l(z) = exp(-h(z)) compared in the OE paper's appendix E
+#: (Table 6); the l2 norm is taken as sqrt(|z|^2 + 1e-12) so its gradient stays finite at z = 0.
+RADIALS = {
+    "pseudo_huber": pseudo_huber,
+    "l1": lambda z: z.abs().sum(1),
+    "l2": lambda z: (z.pow(2).sum(1) + 1e-12).sqrt(),
+    "l2_squared": lambda z: z.pow(2).sum(1),
+}
+
+
 @dataclass
 class HSC(Objective):
-    """Hypersphere classifier: cross entropy with the radial l(z) = exp(-h(z)), h pseudo-Huber;
-    bounded score 1 - exp(-h) (counterfactual paper, sec. 3.3)."""
+    """Hypersphere classifier: cross entropy with the radial l(z) = exp(-h(z)), h pseudo-Huber by default
+    (``radial`` picks another h of ``RADIALS``, OE paper app. E); bounded score 1 - exp(-h)
+    (counterfactual paper, sec. 3.3)."""
 
     name: str = "hsc"
     output: str = "features"
+    radial: str = "pseudo_huber"
+
+    def __post_init__(self) -> None:
+        if self.radial not in RADIALS:
+            raise ConfigError(f"hsc radial {self.radial!r} is unknown. Fix: one of {', '.join(RADIALS)}")
 
     def loss(self, out: Tensor, y: Tensor) -> Tensor:
-        h = pseudo_huber(out)
+        h = RADIALS[self.radial](out)
         y = y.float()
         anomalous = -torch.log(-torch.expm1(-h.clamp_min(_EPS)))  # -log(1 - exp(-h)), stable for small h
         return ((1 - y) * h + y * anomalous).mean()
 
     def raw(self, out: Tensor) -> Tensor:
-        return pseudo_huber(out)
+        return RADIALS[self.radial](out)
 
     def bounded(self, out: Tensor) -> Tensor:
-        return -torch.expm1(-pseudo_huber(out))
+        return -torch.expm1(-RADIALS[self.radial](out))
 
 
 def _squared_distance(out: Tensor) -> Tensor:

@@ -137,8 +137,9 @@ class OEDetector(Detector):
 
     @classmethod
     def create(cls, name: str, image_shape: tuple[int, int, int], net: dict[str, Any] | str | None = None,
-               focal_gamma: float = 2.0, **options: Any) -> OEDetector:
-        return cls(name, image_shape, net, **({"gamma": focal_gamma} if name == "focal" else {}))
+               focal_gamma: float = 2.0, hsc_radial: str = "pseudo_huber", **options: Any) -> OEDetector:
+        params = {"focal": {"gamma": focal_gamma}, "hsc": {"radial": hsc_radial}}.get(name, {})
+        return cls(name, image_shape, net, **params)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> OEDetector:

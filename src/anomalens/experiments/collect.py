@@ -9,7 +9,8 @@ Runs are grouped by their resolved config minus the seeds. Layouts:
 - ``oe``: OE paper Table 1, rows = datasets, columns = detectors, ad_auroc averaged over the normal
   classes;
 - ``curve``: OE paper Figures 2-3, ad_auroc against oe_size (``None`` = all), one line per setting,
-  as a table and a PNG.
+  as a table and a PNG; the grid's ``curve_x`` puts another key on the axis (OE classes, filter
+  cut-off, Focal gamma, HSC radial: Figures 4, 7, 9-10, 14 and Table 6).
 
 Std is the population std (ddof=0) everywhere, as in both papers (checked: CE Table 5's score-distance
 mean row, 0.1067, is the ddof=0 std of its rows, 0.1070; ddof=1 gives 0.113). Over seeds it is the std
@@ -33,7 +34,7 @@ import yaml
 from anomalens.errors import ConfigError
 from anomalens.experiments import grid_state
 from anomalens.experiments.grid import PLAN, RESOLVED, RESULT
-from anomalens.experiments.paper_tables import ce_paper, oe_class_paper, oe_table1_paper
+from anomalens.experiments.paper_tables import ce_paper, oe_class_paper, oe_table1_paper, oe_table6_paper
 
 CE_COLUMNS = ("ad_auroc", "score_distance", "cf_auroc", "sub_auroc", "fid_n", "concept_acc", "oracle_validity",
               "oracle_kept")
@@ -286,34 +287,79 @@ def oe_table(groups: Sequence[Group]) -> Table:
     return Table("Detection AuROC (OE paper Table 1 layout)", "setting", detectors, rows, notes)
 
 
-def curve(groups: Sequence[Group], png: Path | None = None) -> Table:
-    """OE paper Figures 2-3: ad_auroc against oe_size, one row (line) per setting; a PNG when ``png``."""
-    keys = _varying(groups, ["train.normal", "train.oe_size"])
-    sizes = sorted({g.get("oe_size") for g in groups}, key=lambda s: math.inf if s is None else s)
-    names = ["all" if s is None else str(s) for s in sizes]
+#: x keys of the curve layout whose value at ``None`` means "every image / class" (shown as ``all``).
+ALL_WHEN_NONE = ("oe_size", "oe_classes")
+#: The x value at which a curve point has the setup of the OE paper's tables (all OE images, no filter,
+#: the paper's Focal gamma and HSC radial): only there does the paper's table figure stand beside ours.
+PAPER_SETUP = {"oe_size": None, "oe_classes": None, "filter_cutoff": 0, "focal_gamma": 2.0,
+               "hsc_radial": "pseudo_huber"}
+
+
+def _x_order(values: Iterable[Any]) -> list[Any]:
+    """Numbers ascending (None last); anything else in first-seen order (a categorical axis)."""
+    values = list(dict.fromkeys(values))
+    if all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values):
+        return sorted(values, key=lambda v: math.inf if v is None else v)
+    return values
+
+
+def _curve_paper(part: Sequence[Group], x: str, value: Any, cell: Stat) -> float | None:
+    """The paper's figure for one curve point: OE Table 6 for HSC's radial function, else the Table 1 /
+    per-class figure that ``_over_normals`` found, kept only at the paper's setup (``PAPER_SETUP``)."""
+    g = part[0]
+    if x == "hsc_radial":
+        return oe_table6_paper(g.get("dataset"), g.get("detector"), value, g.get("augment")) if len(part) == 10 \
+            else None
+    if x in PAPER_SETUP and value == PAPER_SETUP[x] and not g.get("filter"):
+        return cell.paper
+    return None
+
+
+def curve(groups: Sequence[Group], png: Path | None = None, x: str = "oe_size") -> Table:
+    """OE paper Figures 2-4, 7, 9-10, 14 and Table 6: ad_auroc against the key ``x`` (``oe_size`` by default;
+    ``oe_classes``, ``filter_cutoff``, ``focal_gamma``, ``hsc_radial`` ...), one row (line) per setting of
+    the other keys that vary; a PNG when ``png``."""
+    key = x if "." in x else f"train.{x}"
+    short = key.removeprefix("train.")
+    keys = _varying(groups, ["train.normal", key])
+    values = _x_order(g.config.get(key) for g in groups)
+    names = [("all" if short in ALL_WHEN_NONE else "none") if v is None else str(v) for v in values]
     rows = []
     for part in _split(groups, keys).values():
         cells = {}
-        for size, name in zip(sizes, names):
-            cell = _over_normals([g for g in part if g.get("oe_size") == size])
+        for value, name in zip(values, names):
+            at = [g for g in part if g.config.get(key) == value]
+            cell = _over_normals(at)
             if cell is not None:
-                if size is not None:
-                    cell.paper = None  # the paper gives these points as figures only
+                cell.paper = _curve_paper(at, short, value, cell)
                 cells[name] = cell
         rows.append((_title(part[0], keys), cells))
-    notes = ["ad_auroc: mean ± std over the normal classes of each class's mean over seeds",
-             "[paper]: at 'all' only (its Table 1 / per-class tables); its curves are figures without numbers"]
+    numeric = all(v is None or isinstance(v, (int, float)) for v in values)
+    notes = ["ad_auroc: mean ± std over the normal classes of each class's mean over seeds"]
+    if short == "hsc_radial":
+        notes.append("[paper]: OE paper Table 6 (CIFAR-10, 80MTI OE, every class), shown when all 10 classes ran")
+    else:
+        notes.append(f"[paper]: only at the paper's table set-up ({short} = {PAPER_SETUP.get(short, 'n/a')}: its "
+                     "Table 1 / per-class tables); its curves are figures without numbers")
     if png is not None and rows:
         from anomalens.report.plots import line_plot
 
-        largest = max([s for s in sizes if s is not None] or [1])
-        x = [2.0 * largest if s is None else float(s) for s in sizes]
+        if numeric:
+            finite = [float(v) for v in values if v is not None]
+            largest = max(finite or [1.0])
+            xs = [2.0 * largest if v is None else float(v) for v in values]
+            log_x = short in ALL_WHEN_NONE and min(finite or [1.0]) > 0
+        else:
+            xs, log_x = [float(i) for i in range(len(values))], False
         series = {label: [cells[n].mean if n in cells else math.nan for n in names] for label, cells in rows}
         errors = {label: [cells[n].std if n in cells else 0.0 for n in names] for label, cells in rows}
-        line_plot(png, x, series, "OE samples (rightmost: all)", "mean AuROC", "AuROC vs OE size", log_x=True,
-                  errors=errors)
+        xlabel = f"{short} (rightmost: all)" if None in values and short in ALL_WHEN_NONE else short
+        line_plot(png, xs, series, xlabel, "mean AuROC", f"AuROC vs {short}", log_x=log_x, errors=errors,
+                  ticks=None if numeric and log_x else names)
         notes.append(f"plot: {png}")
-    return Table("AuROC vs number of OE samples (OE paper Figures 2-3)", "setting", names, rows, notes)
+    title = ("AuROC vs number of OE samples (OE paper Figures 2-3)" if short == "oe_size"
+             else f"AuROC vs {short}")
+    return Table(title, "setting", names, rows, notes)
 
 
 # -------------------------------------------------------------------------------------- rendering
@@ -382,9 +428,10 @@ def render(tables: Sequence[Table], fmt: str) -> str:
     return {"md": markdown, "csv": csv_text, "latex": latex}[fmt](tables)
 
 
-def collect(out: str | Path, layout: str | None = None) -> list[Table]:
+def collect(out: str | Path, layout: str | None = None, x: str | None = None) -> list[Table]:
     """The tables of grid folder ``out`` in ``layout`` (default: the grid file's ``table``); the curve
-    layout also writes ``out/tables/curve.png``."""
+    layout puts ``x`` (default: the grid file's ``curve_x``, else ``oe_size``) on its axis and also
+    writes ``out/tables/curve.png``."""
     out = Path(out)
     plan = json.loads((out / PLAN).read_text()) if (out / PLAN).is_file() else {}
     layout = layout or plan.get("table", "ce")
@@ -396,5 +443,5 @@ def collect(out: str | Path, layout: str | None = None) -> list[Table]:
     if layout == "oe":
         return [oe_table(groups)]
     if layout == "curve":
-        return [curve(groups, out / "tables" / "curve.png")]
+        return [curve(groups, out / "tables" / "curve.png", x or plan.get("curve_x") or "oe_size")]
     raise ConfigError(f"unknown table layout {layout!r}. Fix: one of ce, oe, curve")

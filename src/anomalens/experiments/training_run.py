@@ -16,12 +16,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from anomalens.data import catalog, scenarios
+from anomalens.data import catalog, frequency, scenarios
 from anomalens.data.addata import ADData
 from anomalens.data.series_sources import build_series, is_series_dataset
 from anomalens.data.timeseries import DEFAULT_WINDOW, NORMALISATIONS
 from anomalens.detectors import registry
 from anomalens.detectors.base import Detector
+from anomalens.detectors.objectives import RADIALS
 from anomalens.detectors.training import TrainConfig
 from anomalens.device import resolve_device
 from anomalens.emissions import EmissionsMeter, tradeoff
@@ -59,6 +60,11 @@ class TrainJob:
     # clip/bce_cl: a CLIP folder or hub id [openai/clip-vit-base-patch32]; series_gpt2: GPT-2 folder or hub id
     net: str | None = None  # LeNet profile (mnist, colored_mnist, fmnist, cifar) or wrn; default by size
     focal_gamma: float = 2.0
+    hsc_radial: str = "pseudo_huber"  # hsc: h(z) of l(z) = exp(-h(z)): pseudo_huber, l1, l2, l2_squared (OE app. E)
+    oe_classes: int | None = None  # draw this many classes of the OE set (seeded), then oe_size (OE paper app. A)
+    filter: str | None = None  # frequency analysis (OE paper app. B-C): "low" or "high" pass, data/frequency.py
+    filter_cutoff: int = 0  # the paper's magnitude m: rows/columns of the centred spectrum removed
+    filter_on: str = "all"  # the filtered images: all (train, OE, test), test, oe
     epochs: int = 20
     lr: float = 1e-3
     milestones: tuple[int, ...] = ()
@@ -97,6 +103,22 @@ class TrainJob:
             raise ConfigError(f"train_fraction must lie in (0, 1), got {self.train_fraction}. Fix: e.g. 0.5")
         if self.normalise is not None and self.normalise not in NORMALISATIONS:
             raise ConfigError(f"normalise must be one of {NORMALISATIONS}, got {self.normalise!r}")
+        if self.oe_classes is not None and (self.oe_classes < 1 or self.oe is None):
+            raise ConfigError(f"oe_classes must be >= 1 and needs an oe set, got {self.oe_classes} with oe "
+                              f"{self.oe!r}. Fix: e.g. oe: tinyimagenet, oe_classes: 4; leave it out for every class")
+        if self.filter is not None:
+            if self.filter not in frequency.FILTERS or self.filter_on not in frequency.SIDES or self.filter_cutoff < 1:
+                raise ConfigError(f"filter {self.filter!r}, filter_on {self.filter_on!r}, filter_cutoff "
+                                  f"{self.filter_cutoff}: expected filter in {frequency.FILTERS}, filter_on in "
+                                  f"{frequency.SIDES} and a cut-off >= 1 (0 filters nothing: leave filter out). "
+                                  "Fix: e.g. filter: low, filter_cutoff: 8")
+            if self.filter_on == "oe" and self.oe is None:
+                raise ConfigError("filter_on: oe needs an OE set. Fix: set oe, or filter_on: all or test")
+        elif self.filter_cutoff != 0 or self.filter_on != "all":
+            raise ConfigError(f"filter_cutoff {self.filter_cutoff} / filter_on {self.filter_on!r} without a filter. "
+                              "Fix: add filter: low or high, or leave both out")
+        if self.hsc_radial not in RADIALS:
+            raise ConfigError(f"hsc_radial {self.hsc_radial!r} is unknown. Fix: one of {', '.join(RADIALS)}")
         if self.labelled_per_type < 0 or self.focal_gamma < 0:
             raise ConfigError(f"labelled_per_type and focal_gamma must be >= 0, got {self.labelled_per_type} and "
                               f"{self.focal_gamma}")
@@ -127,7 +149,7 @@ def build_detector(job: TrainJob, image_shape: tuple[int, int, int]) -> Detector
     extra = {"class_names": scenarios.normal_class_names(job.dataset, _normal_rule(job.normal), job.data_root)} \
         if getattr(registry.detector_class(job.detector), "reads_class_names", False) else {}  # CLIP's prompts
     return registry.create(job.detector, image_shape, **extra, net=job.net, focal_gamma=job.focal_gamma,
-                           architecture=job.architecture, trunk_weights=job.trunk_weights)
+                           architecture=job.architecture, trunk_weights=job.trunk_weights, hsc_radial=job.hsc_radial)
 
 
 def build_data(job: TrainJob) -> ADData:
@@ -143,9 +165,10 @@ def build_data(job: TrainJob) -> ADData:
         if job.oe is not None:
             data = scenarios.with_generated_oe(data, job.oe, job.oe_size, job.seed)
         return data
-    return scenarios.build(job.dataset, _normal_rule(job.normal), colored=job.colored, oe=job.oe,
+    data = scenarios.build(job.dataset, _normal_rule(job.normal), colored=job.colored, oe=job.oe,
                            oe_size=job.oe_size, known_anomalies=job.known_anomalies, known_size=job.known_size,
-                           seed=job.seed, data_root=job.data_root)
+                           seed=job.seed, data_root=job.data_root, oe_classes=job.oe_classes)
+    return frequency.filter_task(data, job.filter, job.filter_cutoff, job.filter_on) if job.filter else data
 
 
 def auroc_by_colour(data: ADData, raw_scores) -> dict[str, float]:

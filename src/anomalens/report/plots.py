@@ -47,14 +47,17 @@ def score_histogram(path: str | Path, scores: np.ndarray, labels: np.ndarray, ti
 
 
 def line_plot(path: str | Path, x: Sequence[float], series: dict[str, Sequence[float]], xlabel: str,
-              ylabel: str, title: str = "", log_x: bool = False, errors: dict[str, Sequence[float]] | None = None
-              ) -> Path:
+              ylabel: str, title: str = "", log_x: bool = False, errors: dict[str, Sequence[float]] | None = None,
+              ticks: Sequence[str] | None = None) -> Path:
+    """One line per series against ``x``; ``ticks`` names the x positions (a categorical axis)."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for name, ys in series.items():
         err = (errors or {}).get(name)
         ax.errorbar(x, ys, yerr=err, marker="o", ms=4, capsize=2, label=name)
     if log_x:
         ax.set_xscale("log", base=2)
+    if ticks is not None:
+        ax.set_xticks(list(x), list(ticks))
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.legend()
