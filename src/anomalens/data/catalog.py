@@ -228,6 +228,20 @@ def _read_tinyimagenet(folder: Path, split: str) -> LabeledImages:
     return LabeledImages(a[f"x_{key}"], labels, [str(c) for c in a["class_names"]], "tinyimagenet", attrs, path)
 
 
+def _read_cub(folder: Path, split: str) -> LabeledImages:
+    from anomalens.data.listed_images import cub_base, read_cub
+
+    images, labels, classes = read_cub(folder, split)
+    return LabeledImages(images, labels, classes, "cub", source=cub_base(folder) / "images.txt")
+
+
+def _read_dtd(folder: Path, split: str) -> LabeledImages:
+    from anomalens.data.listed_images import dtd_base, read_dtd
+
+    images, labels, classes = read_dtd(folder, split)
+    return LabeledImages(images, labels, classes, "dtd", source=dtd_base(folder) / "labels" / f"{split}1.txt")
+
+
 def _read_magnetic_tile(folder: Path, split: str) -> DefectImages:
     path = folder / "magnetic_tile_256.npz"
     a = formats.read_npz(path, ["train_good", "test_images", "test_labels", "test_defect_type", "test_masks"])
@@ -303,6 +317,15 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
     DatasetSpec("tinyimagenet", "Tiny-ImageNet 32x32 subset, RGB, 200 classes (OE for CIFAR-10)",
                 _one("npz", {s: ("tinyimagenet32_subset.npz",) for s in SPLITS}, _read_tinyimagenet),
                 notes="test = the official val set; attrs flag CIFAR-10 overlap"),
+    DatasetSpec("cub", "CUB-200-2011 birds, RGB centre-cropped to 64x64, 200 classes (OE paper sec. 4)",
+                _one("official", {s: tuple(f"CUB_200_2011/{f}|{f}" for f in (
+                    "images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt", "images"))
+                    for s in SPLITS}, _read_cub),
+                folders=("cub", "CUB_200_2011"), notes="official CUB_200_2011.tgz unpacked into ROOT/cub/"),
+    DatasetSpec("dtd", "Describable Textures (DTD), RGB centre-cropped to 64x64, 47 classes, fold 1 (OE paper sec. 4)",
+                _one("official", {s: (f"dtd/labels/{s}1.txt|labels/{s}1.txt", "dtd/images|images")
+                                  for s in ("train", "val", "test")}, _read_dtd),
+                notes="official dtd-r1.0.1.tar.gz unpacked into ROOT/dtd/", splits=("train", "val", "test")),
     DatasetSpec("magnetic_tile", "Magnetic tile surface defects, 256x256 gray, pixel masks",
                 _one("npz", {"test": ("magnetic_tile_256.npz",)}, _read_magnetic_tile),
                 kind="defects", splits=("test",)),

@@ -97,7 +97,7 @@ _IDX = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images
 _GTSRB = "https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370/"
 
 #: Official sources. MNIST comes from the PyTorch mirror (yann.lecun.com no longer serves it reliably).
-#: Fashion-MNIST, CIFAR and GTSRB publish md5 only, so md5 is checked. The KMNIST train files and EMNIST
+#: Fashion-MNIST, CIFAR, GTSRB, CUB and DTD publish md5 only, so md5 is checked. The KMNIST train files and EMNIST
 #: have no hash we could confirm: they are only checked to be non-empty.
 OFFICIAL_FILES: dict[str, tuple[RemoteFile, ...]] = {
     "mnist": _mirror("https://ossci-datasets.s3.amazonaws.com/mnist/", _IDX, sha256=(
@@ -126,6 +126,12 @@ OFFICIAL_FILES: dict[str, tuple[RemoteFile, ...]] = {
         "fe31e9c9270bbcd7b84b7f21a9d9d9e5",
     )),
     "emnist": (RemoteFile("https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip", None),),
+    # CUB-200-2011 (Caltech DATA record 65de6-vp158) and DTD (Oxford VGG) publish md5 only; the values are the
+    # ones torchvision checks for DTD and the CUB loaders of pytorch-metric-learning and Avalanche check.
+    "cub": (RemoteFile("https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz", None,
+                       md5="97eceeb196236b17998738112f37df78"),),
+    "dtd": (RemoteFile("https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz", None,
+                       md5="fff73e5086ae6bdbea199a49dfb8a4c1"),),
 }
 
 
