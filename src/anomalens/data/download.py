@@ -127,7 +127,7 @@ OFFICIAL_FILES: dict[str, tuple[RemoteFile, ...]] = {
     )),
     "emnist": (RemoteFile("https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip", None),),
     # CUB-200-2011 (Caltech DATA record 65de6-vp158) and DTD (Oxford VGG) publish md5 only; the values are the
-    # ones torchvision checks for DTD and the CUB loaders of pytorch-metric-learning and Avalanche check.
+    # ones torchvision checks for DTD and CUB loaders such as pytorch-metric-learning's check for CUB.
     "cub": (RemoteFile("https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz", None,
                        md5="97eceeb196236b17998738112f37df78"),),
     "dtd": (RemoteFile("https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz", None,
