@@ -120,8 +120,8 @@ def load_pretrained(source: str | Path) -> tuple[Any, Any]:
                           f"{files} (from https://huggingface.co/{PAPER_MODEL}), or a hub id when online")
     else:
         where = ""  # set below, once we know whether the hub was reachable
-        fix = (f"download {files} from https://huggingface.co/{source} into a folder (e.g. `huggingface-cli "
-               f"download {source} {' '.join(MODEL_FILES)} --local-dir models/clip-vit-base-patch32`) and pass "
+        fix = (f"download {files} from https://huggingface.co/{source} into a folder (e.g. `hf download "
+               f"{source} {' '.join(MODEL_FILES)} --local-dir models/{source.split('/')[-1]}`) and pass "
                "that folder (--trunk-weights FOLDER, trunk_weights=FOLDER), or run once online")
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a bar per load of a few seconds is noise in the run's log
