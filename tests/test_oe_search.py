@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from anomalens import cli
 from anomalens.cli import main
 from anomalens.errors import ConfigError
 from anomalens.experiments import oe_search
@@ -169,6 +170,7 @@ def test_a_tiny_search_improves_never_reads_the_test_set_and_resumes_exactly(tmp
 
 def test_command_writes_the_run_keeps_a_finished_one_and_names_bad_input(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(oe_search, "build_task", lambda *args, **kwargs: tiny_task())
+    monkeypatch.setattr(cli, "explainer_names", lambda: ["heatmap"])  # the parser's explainer list imports diffusers
     out = tmp_path / "run"
     flags = ["oe-search", "--out", str(out), "--population", "3", "--generations", "1", "--report-top", "1",
              "--baseline-draws", "2", "--fitness-steps-per-epoch", "3", "--batch-size", "8", "--device", "cpu",

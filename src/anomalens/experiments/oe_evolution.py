@@ -28,7 +28,7 @@ class Evolution:
     mate_chance: float = 0.05  # per pair (i, i + 1)
     mutate_chance: float = 0.55  # per individual
     candidates: int = 10_000  # random pool images a mutation / mating child is chosen near
-    nearest: int = 50  # ... narrowed to the this many nearest (L2), of which one is drawn
+    nearest: int = 50  # ... narrowed to this many nearest (L2), of which one is drawn
     elite: int = 0  # best individuals copied unchanged into the next generation (0 = the paper)
 
     def __post_init__(self) -> None:

@@ -202,7 +202,7 @@ def report(job: OESearchJob, task: SearchTask, finals: dict[str, tuple], folder:
     evaluate = Cache(folder / "report_cache.json", lambda i: evaluate_image(task, i, job.recipe()))
     metrics: dict[str, Any] = {"selection": "validation split of the training data (the paper selects on test)",
                                "pool_size": len(task.pool)}
-    rows, captions, labels = [task.fit_normal[:job.report_top]], ["normal"], [[]]
+    rows, captions, labels = [task.fit_normal[:max(job.report_top, 8)]], ["normal"], [[]]
     for objective, (population, scores, meta) in finals.items():
         images = found_images(population, scores, objective, job.report_top)
         results = [evaluate(i) for i in images]
