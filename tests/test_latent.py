@@ -64,3 +64,28 @@ def test_a_pretrained_autoencoder_kl_from_a_local_folder(tmp_path) -> None:
                           autoencoder=f"kl:{tmp_path / 'vae'}")
     explainer = CounterfactualExplainer(cfg).fit(OEDetector("bce", SHAPE).eval(), _data(16))
     assert explainer.explain(x).outputs.shape == (2, 2, *SHAPE)
+
+
+def test_the_dataset_autoencoder_is_trained_once_and_reused(tmp_path, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from anomalens.experiments import latent_cache
+
+    data = _data(32)
+    calls = []
+
+    def images(job, task):
+        calls.append(job.dataset)
+        return torch.cat([task.train_normal, task.train_oe])
+
+    monkeypatch.setattr(latent_cache, "dataset_images", images)
+    job = SimpleNamespace(dataset="bars", colored=False, oe="right bars")
+    training = AutoencoderTraining(steps=4, batch_size=8, network={"widths": (4, 8), "latent_channels": 2})
+    path, record = latent_cache.cached_autoencoder(job, data, training, tmp_path, progress=False)
+    again, record_again = latent_cache.cached_autoencoder(job, data, training, tmp_path, progress=False)
+    assert again == path and calls == ["bars"]  # the second call trains nothing
+    assert record_again["train_seconds"] == record["train_seconds"]
+    assert record["steps"] == 4 and record["images"] == 64 and record["train_seconds"] > 0
+    other, _ = latent_cache.cached_autoencoder(SimpleNamespace(dataset="bars", colored=True, oe="right bars"),
+                                               data, training, tmp_path, progress=False)
+    assert other != path and len(calls) == 2  # another dataset variant gets its own autoencoder

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from anomalens import cli
-from anomalens.atomic import atomic_write_text
+from anomalens.atomic import atomic_write_text, exclusive
 from anomalens.checkpoints import last_checkpoint, save_checkpoint
 from anomalens.config import from_dict, load_config
 from anomalens.errors import ConfigError
@@ -100,6 +100,27 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path, monkeypatch) ->
     with pytest.raises(OSError, match="disk full"):
         atomic_write_text(target, "new")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_exclusive_makes_a_second_holder_wait(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    events: list[str] = []
+
+    def hold(name: str, seconds: float) -> None:
+        with exclusive(tmp_path / "x.lock"):
+            events.append(f"{name} in")
+            time.sleep(seconds)
+            events.append(f"{name} out")
+
+    first = threading.Thread(target=hold, args=("a", 0.3))
+    first.start()
+    while not events:
+        time.sleep(0.01)
+    hold("b", 0)
+    first.join()
+    assert events == ["a in", "a out", "b in", "b out"]
 
 
 # ----------------------------------------------------------------------------------------- config

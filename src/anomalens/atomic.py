@@ -6,6 +6,7 @@ downloads) and none may leave a truncated one behind after a crash or Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -59,3 +60,23 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+@contextlib.contextmanager
+def exclusive(path: str | Path):
+    """Hold an exclusive lock on ``path`` (created if absent) for the block: two processes that would
+    build the same cached file (grid workers sharing a dataset's autoencoder) build it once, the
+    second waits and then finds it. A no-op where ``fcntl`` is missing (Windows)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

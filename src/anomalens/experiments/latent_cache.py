@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anomalens.atomic import atomic_write_json
+from anomalens.atomic import atomic_write_json, exclusive
 from anomalens.data import catalog
 from anomalens.data.addata import ADData
 from anomalens.data.images import to_tensor
@@ -54,8 +54,15 @@ def cached_autoencoder(job, data: ADData, training: AutoencoderTraining, cache_d
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     name = f"{job.dataset.replace('/', '_')}{'-colored' if job.colored else ''}-{digest}"
     path, record_path = folder / f"{name}.safetensors", folder / f"{name}.json"
-    if path.is_file() and record_path.is_file():
-        return path, json.loads(record_path.read_text())
+    with exclusive(folder / f"{name}.lock"):  # parallel workers of a grid train it once
+        if path.is_file() and record_path.is_file():
+            return path, json.loads(record_path.read_text())
+        return path, _train_and_cache(job, data, training, path, record_path, key, progress)
+
+
+def _train_and_cache(job, data: ADData, training: AutoencoderTraining, path: Path, record_path: Path,
+                     key: dict, progress: bool) -> dict:
+    folder, name = path.parent, path.stem
     images = dataset_images(job, data)
     log.info(f"training the {job.dataset} latent autoencoder once on {len(images)} images ({training.steps} steps); "
              f"every scenario and seed of {job.dataset} reuses {path}")
@@ -66,4 +73,4 @@ def cached_autoencoder(job, data: ADData, training: AutoencoderTraining, cache_d
               "final_mse": model.history[-1]["mse"] if model.history else None, **key}
     save_autoencoder(model, path, record)
     atomic_write_json(record_path, record)
-    return path, record
+    return record
