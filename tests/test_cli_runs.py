@@ -61,6 +61,9 @@ def test_ctrl_c_during_training_exits_130_and_the_rerun_equals_an_uninterrupted_
     resumed, straight = Detector.load(out / "detector.safetensors"), Detector.load(run_dir / "detector.safetensors")
     for name, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
+    first = json.loads((out / "metrics.json").read_text())["train_seconds"]
+    assert cli.main([*TRAIN, "--out", str(out)]) == 0  # a finished run: nothing to train, same time reported
+    assert json.loads((out / "metrics.json").read_text())["train_seconds"] >= 0.5 * first > 0
 
 
 def test_explain_counterfactual_from_the_cli_writes_report_numbers_equal_to_metrics(run_dir, capsys) -> None:

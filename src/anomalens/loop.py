@@ -223,3 +223,9 @@ class Loop:
         main = next(iter(terms.values()), None)
         if main is not None and self.reference is not None and abs(float(main)) > self.divergence * self.reference:
             self._diverged(f"the loss exploded from {self.reference:.4g} to {float(main):.4g} at step {self.step + 1}")
+
+
+def trained_seconds(history: list[dict[str, float]], this_attempt: float) -> float:
+    """Training time over every attempt of a resumed run: the history's windows (restored from the
+    checkpoint) carry earlier attempts' seconds, so a rerun of a finished run does not report ~0 s."""
+    return max(this_attempt, sum(entry.get("seconds", 0.0) for entry in history or []))

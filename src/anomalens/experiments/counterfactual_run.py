@@ -37,6 +37,7 @@ from anomalens.experiments.training_run import TrainJob, _normal_rule, build_dat
 from anomalens.explain.autoencoders import AutoencoderTraining
 from anomalens.explain.counterfactual import CEConfig, CounterfactualExplainer
 from anomalens.explain.counterfactual_losses import anomaly_pool
+from anomalens.loop import trained_seconds
 from anomalens.metrics import counterfactual as cfm
 from anomalens.metrics.detection import evaluate_detector
 from anomalens.metrics.features import feature_extractor, fid_n
@@ -190,7 +191,7 @@ def explain_counterfactuals(run_dir: str | Path, cfg: CEConfig | None = None, fi
     with run.recording():
         started = time.perf_counter()
         explainer.fit(detector, data)
-        train_seconds = time.perf_counter() - started
+        train_seconds = trained_seconds(explainer.history, time.perf_counter() - started)
         explainer.save(out / "explainer.safetensors")
         oracle = label_oracle(job, Path(oracle_path or out / "oracle.safetensors"), oracle_epochs, oracle_limit)
         metrics = evaluate_counterfactuals(explainer, detector, data, job, oracle, fid_features, with_sub_auroc,

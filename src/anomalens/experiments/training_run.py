@@ -29,6 +29,7 @@ from anomalens.emissions import EmissionsMeter, tradeoff
 from anomalens.errors import ConfigError
 from anomalens.experiments.calibration import save_normal_scores
 from anomalens.explain.heatmap import HeatmapConfig, HeatmapExplainer
+from anomalens.loop import trained_seconds
 from anomalens.maps import binarize, normalise
 from anomalens.metrics.detection import auroc, evaluate_detector, roc_curve
 from anomalens.metrics.pixel import pixel_auc, threshold_metrics
@@ -228,7 +229,7 @@ def run_training(job: TrainJob, out: str | Path, progress: bool = True) -> dict[
         meter = EmissionsMeter()
         with meter:
             detector.fit(data, train_config)
-            train_seconds = time.perf_counter() - started
+            train_seconds = trained_seconds(getattr(detector, "history", None), time.perf_counter() - started)
             metrics = evaluate_detector(detector, data.test_x, data.test_y)
             if data.test_masks is not None:
                 metrics.update(evaluate_heatmaps(detector, data, run.path / "images" / "heatmaps.png"))
