@@ -224,11 +224,15 @@ def test_failed_run_isolated_and_resume_after_kill(tmp_path: Path, capsys) -> No
         grid = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             _wait_for(lambda: any((killed / "checkpoints").glob("*.safetensors")), 120, "a checkpoint")
-        finally:
-            os.killpg(grid.pid, signal.SIGKILL)  # the whole grid, worker included: a crash, not a Ctrl-C
+            workers = _children(grid.pid)
+            os.kill(grid.pid, signal.SIGKILL)  # the grid process crashes; its worker must not train on
             grid.wait()
-    assert grid_state.status(failing) == "failed" and "ScenarioError" in grid_state.failure(failing)
-    assert grid_state.status(finished) == "done" and (killed / "running").is_file()
+            _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), 30, "the orphaned worker")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(grid.pid, signal.SIGKILL)
+    assert workers and grid_state.status(failing) == "failed" and "ScenarioError" in grid_state.failure(failing)
+    assert grid_state.status(finished) == "done" and grid_state.status(killed) != "done"
     _wait_for(lambda: grid_state.status(killed) == "pending", 10, "the lock to go stale")  # its pid is dead
     done_before = (finished / "done").stat().st_mtime_ns, (finished / "detector.safetensors").stat().st_mtime_ns
 
@@ -245,6 +249,14 @@ def test_failed_run_isolated_and_resume_after_kill(tmp_path: Path, capsys) -> No
     assert cli_grid.main(["status", str(tmp_path / "out")]) == 0
     status = capsys.readouterr().out
     assert "3 runs: 2 done, 0 running, 1 failed, 0 pending" in status and f"failed: {failing.name}: " in status
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
 
 
 def _free_port() -> int:

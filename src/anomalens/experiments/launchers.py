@@ -12,9 +12,12 @@ is retried up to ``retries`` times (default 2), then recorded as failed.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing as mp
 import os
+import signal
 import socket
+import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ Target = Callable[[Any], dict[str, Any]]
 OnResult = Callable[[Any, dict[str, Any]], None]
 LAUNCHERS: dict[str, type] = {}
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def register(name: str):
@@ -66,9 +70,22 @@ def _thread_environment(threads: int) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def _interrupt_when_parent_dies() -> None:
+    """Linux: ask the kernel to send this worker SIGINT when the grid process dies, even by SIGKILL, so
+    no orphan keeps training; SIGINT lets the run checkpoint and record itself as interrupted."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGINT)
+    parent = mp.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it died before prctl took effect
+        raise KeyboardInterrupt
+
+
 def _serve(conn: Connection, target: Target) -> None:
     """A worker process: run tasks from the pipe until told to stop (None) or the parent goes away."""
     with contextlib.suppress(KeyboardInterrupt, EOFError, BrokenPipeError):
+        if sys.platform == "linux":
+            _interrupt_when_parent_dies()
         while (task := conn.recv()) is not None:
             conn.send(target(task))
 
