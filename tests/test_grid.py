@@ -305,3 +305,12 @@ def test_ray_launcher_matches_local_launcher(tmp_path: Path) -> None:
                         for launcher in ("local", "ray"))
         for key in ("ad_auroc", "score_distance"):
             assert ours[key] == theirs[key], (run.name, key)
+
+
+def test_a_closed_pipe_ends_the_listing_quietly(tmp_path: Path) -> None:
+    path = write_grid(tmp_path, grid={"normal": [str(c) for c in range(10)]}, seeds=400)  # 4,000 lines
+    listing = subprocess.Popen([sys.executable, "-m", "anomalens.cli", "grid", "run", str(path), "--out",
+                                str(tmp_path / "out"), "--dry-run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert listing.stdout.readline().startswith(b"glyphs-hsc-0-s0-")
+    listing.stdout.close()  # what `| head -1` does
+    assert listing.wait(timeout=60) == 0 and listing.stderr.read() == b""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -342,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     except (AnomalensError, ValueError) as e:
         print(f"anomalens: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `anomalens ... | head` closed the pipe: the reader has all it wants
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except OSError as e:  # disk full, read-only folder, --out is a file ...: the OS's words and the path
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
         print(f"anomalens: error: {e.strerror or e}{where}. Fix: check the path, its permissions and the free "

@@ -8,6 +8,7 @@ the same commands on their own.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def run_grid_command(args: argparse.Namespace) -> None:
     """Execute a parsed ``anomalens grid ...`` command; every failure is an ``AnomalensError``."""
     try:
         {"run": _run, "status": _status, "table": _table}[args.grid_command](args)
-    except AnomalensError:
+    except (AnomalensError, BrokenPipeError):  # a closed pipe (`| head`) is the CLI's to end quietly
         raise
     except OSError as e:
         raise AnomalensError(f"{e.filename or ''}: {e.strerror or e}. Fix: check the path and its permissions") from e
@@ -139,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     except (AnomalensError, ValueError) as e:
         print(f"anomalens: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("anomalens: interrupted", file=sys.stderr)
         return 130
