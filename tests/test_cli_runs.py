@@ -73,8 +73,11 @@ def test_explain_counterfactual_from_the_cli_writes_report_numbers_equal_to_metr
     out = run_dir / "explain" / "counterfactual"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 4 and 0 <= metrics["oracle_validity"] <= 1
+    # the oracle's own test accuracy stands beside the validity it judges (1 epoch on 600 glyphs: well above 1/10)
+    assert metrics["oracle_accuracy"] == metrics["oracle_accuracy_per_head"]["label"] > 0.3
+    assert json.loads((out / "oracle.json").read_text())["test_accuracy"] == metrics["oracle_accuracy_per_head"]
     html = (out / "report.html").read_text()
-    for key in ("ad_auroc", "cf_auroc", "concept_acc", "oracle_validity"):
+    for key in ("ad_auroc", "cf_auroc", "concept_acc", "oracle_validity", "oracle_accuracy"):
         row = re.search(rf'<td>{key}</td><td class="num">([^<]*)</td>', html)
         assert row is not None and float(row.group(1)) == pytest.approx(metrics[key], abs=6e-4), key
     assert cli.main([*argv[:7], "6", *argv[8:]]) == 0  # a larger budget continues from the checkpoint

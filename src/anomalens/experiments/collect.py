@@ -37,10 +37,10 @@ from anomalens.experiments.grid import PLAN, RESOLVED, RESULT
 from anomalens.experiments.paper_tables import ce_paper, oe_class_paper, oe_table1_paper, oe_table6_paper
 
 CE_COLUMNS = ("ad_auroc", "score_distance", "cf_auroc", "sub_auroc", "fid_n", "concept_acc", "oracle_validity",
-              "oracle_kept")
+              "oracle_accuracy", "oracle_kept")
 HEADERS = {"ad_auroc": "AD AuROC", "score_distance": "Score distance", "cf_auroc": "CF AuROC",
            "sub_auroc": "Sub. AuROC", "fid_n": "FID_N", "concept_acc": "Concept Acc",
-           "oracle_validity": "Oracle validity", "oracle_kept": "Oracle kept"}
+           "oracle_validity": "Oracle validity", "oracle_accuracy": "Oracle acc.", "oracle_kept": "Oracle kept"}
 SEEDS = ("train.seed", "explain.seed")
 FORMATS = ("md", "csv", "latex")
 
