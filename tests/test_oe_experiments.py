@@ -144,6 +144,9 @@ def test_curve_puts_any_key_on_the_x_axis(tmp_path: Path) -> None:
     baseline = rows["cifar10, detector bce, filter None, filter_on all"]["0"]
     assert baseline.mean == pytest.approx(0.8) and baseline.paper == pytest.approx((0.964 + 0.981) / 2)
 
+    filtered = [t for t in collect.ce_tables(_groups(points)) if "filter low" in t.title]
+    assert len(filtered) == 4 and all(cells["ad_auroc"].paper is None for t in filtered for _, cells in t.rows)
+
     diversity = [({"detector": "bce", "normal": "0", "oe_classes": k}, 0.7) for k in (None, 1, 4)]
     assert collect.curve(_groups(diversity), x="oe_classes").columns == ["1", "4", "all"]
 

@@ -193,6 +193,9 @@ def _paper_row(g: Group) -> tuple[dict[str, float], str] | None:
     detection-only runs the OE paper's per-class AuROC, else the CE paper's detection columns."""
     dataset, colored, detector, normal = g.get("dataset"), bool(g.get("colored")), g.get("detector"), g.get("normal")
     method = g.get("explain.method")
+    if any(g.get(k) not in (None, PAPER_SETUP[k]) for k in ("oe_classes", "filter_cutoff", "focal_gamma",
+                                                            "hsc_radial")):
+        return None  # filtered images, fewer OE classes, another gamma or radial: not the tables' set-up
     if method == "counterfactual":
         return ce_paper(dataset, colored, detector, normal)
     if method is not None:
