@@ -43,6 +43,7 @@ def test_run_refuses_other_config_on_resume_but_continues_with_another_budget(tm
         Run.create(tmp_path, {"a": 2, "steps": 10}, seed=0)
     more = Run.create(tmp_path, {"a": 1, "steps": 20, "minutes": 5}, seed=0)  # a new budget continues the run
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["steps"] == 20 and more.info["resumed_at"]
+    Run.create(tmp_path, {"a": 1, "steps": 20, "minutes": 5, "generations": 12}, seed=0)  # oe-search's budget
 
 
 def test_a_failed_first_attempt_does_not_block_the_corrected_command(tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ class RunExistsError(AnomalensError, FileExistsError):
     """The run folder holds a finished or checkpointed run with another config."""
 
 
-BUDGET_KEYS = ("steps", "epochs", "minutes")  # changing these continues a run instead of refusing it
+BUDGET_KEYS = ("steps", "epochs", "minutes", "generations")  # changing these continues a run, never refused
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
