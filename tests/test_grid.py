@@ -5,6 +5,7 @@ a real local Ray instance against the local launcher."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import os
@@ -23,6 +24,7 @@ from anomalens.errors import ConfigError
 from anomalens.experiments import collect, grid_state
 from anomalens.experiments.grid import RESOLVED, RESULT, check_grid, config_hash, load_grid, run_grid
 
+F_SETPIPE_SZ = 1031  # linux/fcntl.h
 TINY = {"dataset": "glyphs", "detector": "hsc", "oe": "glyph_letters", "oe_size": 128, "epochs": 1,
         "batch_size": 64}
 
@@ -308,9 +310,10 @@ def test_ray_launcher_matches_local_launcher(tmp_path: Path) -> None:
 
 
 def test_a_closed_pipe_ends_the_listing_quietly(tmp_path: Path) -> None:
-    path = write_grid(tmp_path, grid={"normal": [str(c) for c in range(10)]}, seeds=400)  # 4,000 lines
+    path = write_grid(tmp_path, grid={"normal": [str(c) for c in range(10)]}, seeds=20)  # 200 lines, ~10 kB
     listing = subprocess.Popen([sys.executable, "-m", "anomalens.cli", "grid", "run", str(path), "--out",
                                 str(tmp_path / "out"), "--dry-run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    fcntl.fcntl(listing.stdout.fileno(), F_SETPIPE_SZ, 4096)  # a pipe smaller than the listing: it must block
     assert listing.stdout.readline().startswith(b"glyphs-hsc-0-s0-")
     listing.stdout.close()  # what `| head -1` does
     assert listing.wait(timeout=60) == 0 and listing.stderr.read() == b""
