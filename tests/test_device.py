@@ -18,13 +18,16 @@ def _autocast_dtype_inside(dev: str, bf16: bool) -> torch.dtype:
 def test_bf16_is_used_only_where_the_cpu_has_it(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    device_module._cpu_has_bf16.cache_clear()
     assert not native_bf16("cpu")
     assert _autocast_dtype_inside("cpu", bf16=True) == torch.float32  # emulated bf16: float32 instead
 
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    device_module._cpu_has_bf16.cache_clear()
     assert native_bf16("cpu")
     assert _autocast_dtype_inside("cpu", bf16=True) == torch.bfloat16
     assert _autocast_dtype_inside("cpu", bf16=False) == torch.float32
+    device_module._cpu_has_bf16.cache_clear()  # the real CPU's answer for the tests that follow
 
 
 def test_gpus_count_as_native_bf16():

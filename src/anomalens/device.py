@@ -47,10 +47,13 @@ def device_of(module: nn.Module) -> torch.device:
 
 def native_bf16(device: torch.device | str) -> bool:
     """Whether ``device`` computes in bfloat16 natively. CPUs need AVX512-BF16 or AMX: without them
-    oneDNN emulates bf16, measured 7x slower than float32 on an AVX2 EPYC (benchmarks/RESULTS.md)."""
-    device = torch.device(device)
-    if device.type != "cpu":
-        return True
+    oneDNN emulates bf16, measured 12x slower than float32 on an AVX2 EPYC (benchmarks/RESULTS.md)."""
+    return torch.device(device).type != "cpu" or _cpu_has_bf16()
+
+
+@functools.cache
+def _cpu_has_bf16() -> bool:
+    """Asked once per process: ``autocast`` is entered on every training step."""
     cpu = getattr(torch, "cpu", None)
     checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(check() for check in checks if check is not None)
