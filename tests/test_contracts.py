@@ -52,6 +52,10 @@ def test_every_detector_has_a_bounded_differentiable_score(name: str, request: p
     assert bool(torch.isfinite(grad).all())  # a saturated score may have a zero gradient, never none
     (raw_grad,) = torch.autograd.grad(detector.raw_score(x).sum(), x)
     assert raw_grad.abs().sum() > 0
+    log_odds = detector.score_log_odds(x)  # L_phi's input: the same score, as log-odds
+    assert torch.allclose(torch.sigmoid(log_odds), detector.score(x), atol=1e-5)
+    (odds_grad,) = torch.autograd.grad(log_odds.sum(), x)
+    assert bool(torch.isfinite(odds_grad).all()) and odds_grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("name", detectors.names())

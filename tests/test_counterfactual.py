@@ -40,6 +40,23 @@ class _Identity(nn.Module):
         return x
 
 
+def test_l_phi_keeps_its_gradient_where_the_detector_is_sure() -> None:
+    # A confident BCE detector rounds sigmoid(20) to exactly 1.0 in float32: a loss on the bounded score
+    # then has no gradient, and G never learns to move such an anomaly (what stalled the latent editor).
+    from anomalens.detectors.objectives import HSC, radial_log_odds
+
+    out = torch.tensor([20.0, -20.0, 0.3], requires_grad=True)
+    assert torch.sigmoid(out)[0] == 1.0
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(OEDetector("bce", SHAPE).objective.log_odds(out),
+                                                                torch.zeros(3))
+    (grad,) = torch.autograd.grad(loss, out)
+    assert grad[0] > 0.3
+    h = torch.tensor([1e-8, 0.5, 40.0])
+    assert torch.allclose(torch.sigmoid(radial_log_odds(h)), -torch.expm1(-h)) and radial_log_odds(h)[2] > 39
+    z = torch.randn(4, 6, requires_grad=True)
+    assert torch.allclose(torch.sigmoid(HSC().log_odds(z)), HSC().bounded(z), atol=1e-6)
+
+
 def test_discretise_picks_nearest_level():
     assert discretise(torch.tensor([0.0, 0.2, 0.3, 0.74, 0.9])).tolist() == [0, 0, 1, 1, 2]
     assert ALPHAS == (0.0, 0.5, 1.0)
@@ -49,14 +66,14 @@ def test_loss_terms_are_finite_and_reconstruction_is_zero_for_identity_generator
     explainer = CounterfactualExplainer(_config(), SHAPE)
     detector = OEDetector("bce", SHAPE).eval()
     x = _data().train_normal[:8]
-    total, terms, x_bar, level = generator_losses(explainer, detector, x, torch.Generator().manual_seed(0),
-                                                  contextlib.nullcontext())
+    total, terms, real, x_bar, level = generator_losses(explainer, detector, x, torch.Generator().manual_seed(0),
+                                                        contextlib.nullcontext())
     assert set(terms) == {"loss_g", "loss_phi", "loss_rec", "loss_cyc", "loss_con"}
     assert all(torch.isfinite(v) for v in terms.values()) and torch.isfinite(total)
     assert terms["loss_phi"] > 0 and terms["loss_con"] > 0
-    assert x_bar.shape == x.shape and level.shape == (8,)
+    assert x_bar.shape == x.shape and level.shape == (8,) and torch.equal(real, x)
     explainer.generator = _Identity()
-    _, terms, _, _ = generator_losses(explainer, detector, x, torch.Generator().manual_seed(0),
+    _, terms, _, _, _ = generator_losses(explainer, detector, x, torch.Generator().manual_seed(0),
                                       contextlib.nullcontext())
     assert terms["loss_rec"] == 0 and terms["loss_cyc"] == 0
 

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from anomalens.data.addata import ADData
 from anomalens.detectors.base import Detector
+from anomalens.detectors.objectives import radial_log_odds
 from anomalens.detectors.registry import register
 from anomalens.detectors.training import TrainConfig, run_epochs
 from anomalens.device import prepare_cpu, resolve_device
@@ -143,6 +144,9 @@ class AEXAD(Detector):
     def score(self, x: Tensor) -> Tensor:
         """1 - exp(-S / s0), s0 the mean score of the normal training images: bounded, differentiable."""
         return -torch.expm1(-self.raw_score(x) / self.score_scale)
+
+    def score_log_odds(self, x: Tensor) -> Tensor:
+        return radial_log_odds(self.raw_score(x) / self.score_scale)
 
     def anomaly_map(self, x: Tensor) -> Tensor:
         return self.explain_maps(x)["heatmap"]

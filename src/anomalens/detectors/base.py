@@ -46,6 +46,12 @@ class Detector(nn.Module):
     def score(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def score_log_odds(self, x: Tensor) -> Tensor:
+        """log(p / (1 - p)) of the bounded score p, differentiable: losses on the score (the counterfactual
+        explainer's L_phi) use it so that their gradient survives where p rounds to 0 or 1. Detectors
+        whose score is a sigmoid or 1 - exp(-h) override it with an exact, non-saturating form."""
+        return torch.logit(self.score(x), eps=1e-6)
+
     def anomaly_map(self, x: Tensor) -> Tensor | None:
         """(B, H, W) heatmap explaining the score; by default the feature scores of ``decompose``
         (None when the detector is not decomposable)."""

@@ -288,6 +288,9 @@ class CLIPDetector(Detector):
     def score(self, x: Tensor) -> Tensor:
         return torch.sigmoid(self(x))
 
+    def score_log_odds(self, x: Tensor) -> Tensor:
+        return self(x)
+
     # ---------------------------------------------------------------------------------- training
 
     def fit(self, data: ADData, cfg: TrainConfig | None = None) -> CLIPDetector:

@@ -160,7 +160,10 @@ class FlowDetector(Detector):
     def score(self, x: Tensor) -> Tensor:
         """sigmoid of the NLL standardised by the training normals: bounded, differentiable, 0.5 at
         their mean."""
-        return torch.sigmoid((self.raw_score(x) - self.score_mean) / self.score_std)
+        return torch.sigmoid(self.score_log_odds(x))
+
+    def score_log_odds(self, x: Tensor) -> Tensor:
+        return (self.raw_score(x) - self.score_mean) / self.score_std
 
     # --------------------------------------------------------------------------------- training
 

@@ -38,6 +38,11 @@ class Objective:
     def bounded(self, out: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def log_odds(self, out: Tensor) -> Tensor:
+        """log(p / (1 - p)) of the bounded score p, without going through p where the objective allows:
+        a confident detector saturates p to exactly 0 or 1 in float32, and the gradient with it."""
+        return torch.logit(self.bounded(out), eps=1e-6)
+
 
 @dataclass
 class BCE(Objective):
@@ -53,6 +58,9 @@ class BCE(Objective):
 
     def bounded(self, out: Tensor) -> Tensor:
         return torch.sigmoid(out)
+
+    def log_odds(self, out: Tensor) -> Tensor:
+        return out
 
 
 @dataclass
@@ -79,6 +87,12 @@ class Focal(BCE):
         log_pt = y * log_p + (1 - y) * log_q
         alpha_t = y * self.alpha + (1 - y) * (1 - self.alpha)
         return -(alpha_t * (1 - log_pt.exp()).pow(self.gamma) * log_pt).mean()
+
+
+def radial_log_odds(h: Tensor) -> Tensor:
+    """log(p / (1 - p)) for p = 1 - exp(-h), h >= 0: log(exp(h) - 1), stable for small and large h."""
+    h = h.clamp(min=1e-12)
+    return h + torch.log(-torch.expm1(-h))
 
 
 def pseudo_huber(z: Tensor) -> Tensor:
@@ -122,6 +136,9 @@ class HSC(Objective):
     def bounded(self, out: Tensor) -> Tensor:
         return -torch.expm1(-RADIALS[self.radial](out))
 
+    def log_odds(self, out: Tensor) -> Tensor:
+        return radial_log_odds(RADIALS[self.radial](out))
+
 
 def _squared_distance(out: Tensor) -> Tensor:
     return out.pow(2).sum(1)
@@ -147,6 +164,9 @@ class DeepSAD(Objective):
     def bounded(self, out: Tensor) -> Tensor:
         d = _squared_distance(out)
         return d / (1 + d)
+
+    def log_odds(self, out: Tensor) -> Tensor:
+        return torch.log(_squared_distance(out).clamp(min=1e-12))
 
 
 @dataclass
@@ -190,6 +210,9 @@ class FCDD(HSC):
 
     def bounded(self, out: Tensor) -> Tensor:
         return -torch.expm1(-self._mean(out))
+
+    def log_odds(self, out: Tensor) -> Tensor:
+        return radial_log_odds(self._mean(out))
 
 
 OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (BCE, Focal, HSC, DeepSAD, DeepSVDD, Supervised,

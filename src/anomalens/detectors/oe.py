@@ -63,6 +63,9 @@ class OEDetector(Detector):
     def score(self, x: Tensor) -> Tensor:
         return self.objective.bounded(self(x).float())
 
+    def score_log_odds(self, x: Tensor) -> Tensor:
+        return self.objective.log_odds(self(x).float())
+
     def anomaly_map(self, x: Tensor) -> Tensor | None:
         """FCDD: the score map A(x) upsampled to the input with a gaussian over each location's
         receptive field; None for objectives without a spatial output."""

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from anomalens.data.addata import ADData
 from anomalens.detectors.base import Detector
+from anomalens.detectors.objectives import radial_log_odds
 from anomalens.detectors.registry import register
 from anomalens.detectors.training import TrainConfig, run_epochs
 from anomalens.device import prepare_cpu, resolve_device
@@ -72,6 +73,9 @@ class SeriesReconstruction(Detector):
 
     def score(self, x: Tensor) -> Tensor:
         return -torch.expm1(-self.raw_score(x) / self.score_scale)
+
+    def score_log_odds(self, x: Tensor) -> Tensor:
+        return radial_log_odds(self.raw_score(x) / self.score_scale)
 
     def anomaly_map(self, x: Tensor) -> Tensor:
         return self.decompose(x)[0]

@@ -35,8 +35,10 @@ def _d_condition(level: Tensor) -> Tensor:
 
 
 def generator_losses(explainer, detector, x: Tensor, generator: torch.Generator,
-                     autocast) -> tuple[Tensor, dict[str, Tensor], Tensor, Tensor]:
-    """The G/R objective on batch ``x``: (total, terms, x_bar detached, target levels)."""
+                     autocast) -> tuple[Tensor, dict[str, Tensor], Tensor, Tensor, Tensor]:
+    """The G/R objective on batch ``x``: (total, terms, real and fake inputs of D (fake detached), target
+    levels). With latent critics, R, D and the two reconstruction terms work on the codes G' edits
+    (L1 relative to the codes' mean magnitude), and only x_bar is decoded, for the detector."""
     cfg = explainer.config
     G, D, R = explainer.generator, explainer.discriminator, explainer.concept
     n = len(x)
@@ -46,24 +48,34 @@ def generator_losses(explainer, detector, x: Tensor, generator: torch.Generator,
     concept = torch.randint(cfg.concepts, (n,), generator=generator).to(x.device)
     alpha = torch.tensor(ALPHAS, device=x.device)[level]
     with autocast:
-        x_bar = G(x, explainer.condition(level, concept))
-        x_tilde = G(x_bar, explainer.condition(own, concept))
-        x_rec = G(x, explainer.condition(own, concept))
+        if explainer.latent_critics:
+            with torch.no_grad():
+                real = G.autoencoder.encode(x).float()
+            fake = G.editor(real, explainer.condition(level, concept))
+            x_bar = G.autoencoder.decode(fake).clamp(0, 1)
+            cycled = G.editor(fake, explainer.condition(own, concept))
+            rebuilt = G.editor(real, explainer.condition(own, concept))
+            scale = real.abs().mean()
+        else:
+            real, scale = x, 1.0
+            fake = x_bar = G(x, explainer.condition(level, concept))
+            cycled = G(x_bar, explainer.condition(own, concept))
+            rebuilt = G(x, explainer.condition(own, concept))
         noise = torch.randn(x_bar.shape, generator=generator).to(x.device) if cfg.phi_noise else None
         scored = x_bar + cfg.phi_noise * noise if noise is not None else x_bar
-        phi = detector.score(scored)
-        logits_fwd, logits_back = R(x, x_bar), R(x_bar, x_tilde)
-        fake = D(x_bar, _d_condition(level) if cfg.conditional_d else None)
+        phi = detector.score_log_odds(scored)
+        logits_fwd, logits_back = R(real, fake), R(fake, cycled)
+        judged = D(fake, _d_condition(level) if cfg.conditional_d else None)
     terms = {
-        "loss_g": -fake.float().mean(),
-        "loss_phi": F.binary_cross_entropy(phi.float().clamp(1e-6, 1 - 1e-6), alpha),
-        "loss_rec": (x - x_rec.float()).abs().mean(),
-        "loss_cyc": (x - x_tilde.float()).abs().mean(),
+        "loss_g": -judged.float().mean(),
+        "loss_phi": F.binary_cross_entropy_with_logits(phi.float(), alpha),  # on log-odds: never saturates
+        "loss_rec": (real - rebuilt.float()).abs().mean() / scale,
+        "loss_cyc": (real - cycled.float()).abs().mean() / scale,
         "loss_con": F.cross_entropy(logits_fwd.float(), concept) + F.cross_entropy(logits_back.float(), concept),
     }
     total = (cfg.lambda_gan * terms["loss_g"] + cfg.lambda_phi * terms["loss_phi"]
              + cfg.lambda_rec * (terms["loss_rec"] + terms["loss_cyc"]) + cfg.lambda_r * terms["loss_con"])
-    return total, terms, x_bar.detach(), level
+    return total, terms, real, fake.detach(), level
 
 
 def warmup_loss(explainer, x: Tensor, generator: torch.Generator, autocast) -> Tensor:

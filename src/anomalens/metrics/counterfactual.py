@@ -36,14 +36,14 @@ def cf_auroc(detector: Detector, normal: Tensor, counterfactuals: Tensor) -> flo
 
 
 @torch.no_grad()
-def concept_accuracy(concept_classifier: torch.nn.Module, inputs: Tensor, images: Tensor,
+def concept_accuracy(concept_logits: Callable[[Tensor, Tensor], Tensor], inputs: Tensor, images: Tensor,
                      batch_size: int = 512) -> float:
-    """Share of counterfactuals ``images`` (N, K, C, H, W) whose concept R recognises from (x, x_bar)."""
-    concept_classifier.eval()
+    """Share of counterfactuals ``images`` (N, K, C, H, W) whose concept R recognises from (x, x_bar):
+    ``concept_logits(x, x_bar)`` is the explainer's ``concept_logits``."""
     n, k = images.shape[:2]
     pairs_x = inputs.repeat_interleave(k, 0)
     flat = images.flatten(0, 1)
-    predicted = torch.cat([concept_classifier(a, b).argmax(1)
+    predicted = torch.cat([concept_logits(a, b).argmax(1)
                            for a, b in zip(pairs_x.split(batch_size), flat.split(batch_size))])
     return (predicted.view(n, k) == torch.arange(k)).float().mean().item()
 
