@@ -50,6 +50,39 @@ def test_latent_explainer_trains_its_autoencoder_explains_and_round_trips(tmp_pa
     assert torch.equal(loaded.explain(data.train_oe[:3]).outputs, result.outputs)
 
 
+def test_latent_critics_judge_the_codes_and_only_x_bar_is_decoded(tmp_path, monkeypatch) -> None:
+    data = _data()
+    detector = OEDetector("bce", SHAPE).eval()
+    cfg = CEConfig.recipe("latent", critics="latent", profile="tiny", steps=3, batch_size=8, autoencoder_steps=5,
+                          sample_every=0, progress=False, bf16=False)
+    explainer = CounterfactualExplainer(cfg)
+    explainer.autoencoder = explainer._train_autoencoder(data)
+    explainer._build(SHAPE)
+    z = explainer.generator.autoencoder.encode(data.train_oe[:4])
+    assert explainer.discriminator(z).shape == (4,) and explainer.concept(z, z).shape == (4, 2)
+    decoded = []
+    decode = explainer.generator.autoencoder.decode
+    monkeypatch.setattr(explainer.generator.autoencoder, "decode", lambda code: decoded.append(code) or decode(code))
+    explainer.fit(detector, data)
+    assert len(decoded) == 3  # one decode per step (x_bar, for the detector): R, D and L_rec work on codes
+    monkeypatch.undo()
+    x = data.train_oe[:3]
+    assert explainer.concept_logits(x, explainer.explain(x).outputs[:, 0]).shape == (3, 2)
+    loaded = CounterfactualExplainer.load(explainer.save(tmp_path / "explainer.safetensors"), detector)
+    assert torch.equal(loaded.concept_logits(x, x), explainer.concept_logits(x, x))
+
+
+def test_latent_critics_need_the_latent_generator() -> None:
+    import pytest
+
+    from anomalens.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="critics"):
+        CEConfig.recipe("cpu", critics="latent")
+    with pytest.raises(ConfigError, match="critics"):
+        CEConfig.recipe("latent", critics="codes")
+
+
 def test_a_pretrained_autoencoder_kl_from_a_local_folder(tmp_path) -> None:
     from diffusers import AutoencoderKL
 

@@ -19,7 +19,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from anomalens.atomic import atomic_write_json
@@ -28,11 +27,10 @@ from anomalens.data.addata import ADData
 from anomalens.data.download import sha256_of
 from anomalens.data.formats import read_flat_or_class_folder
 from anomalens.data.images import to_tensor
-from anomalens.data.scenarios import colored_variant
 from anomalens.detectors.base import Detector
 from anomalens.errors import ConfigError
 from anomalens.experiments.explain_run import load_run
-from anomalens.experiments.latent_cache import cached_autoencoder
+from anomalens.experiments.latent_cache import cached_autoencoder, labelled_split
 from anomalens.experiments.paper_figures import paper_figures
 from anomalens.experiments.training_run import TrainJob, _normal_rule, build_data, build_detector
 from anomalens.explain.autoencoders import AutoencoderTraining
@@ -66,12 +64,12 @@ def label_oracle(job: TrainJob, path: Path, epochs: int = 3, limit: int | None =
         return oracle
     if catalog.get_spec(job.dataset).kind == "defects":
         return None
-    train = _oracle_split(job, "train", limit)
+    train = labelled_split(job, "train", limit, subsample_seed=job.seed)
     targets, heads = _oracle_targets(train)
     log.info(f"training the oracle ({', '.join(heads)}) on {len(train)} labelled {job.dataset} images")
     oracle = train_oracle(to_tensor(train.images), targets, tuple(to_tensor(train.images[:1]).shape[1:]),
                           epochs=epochs, seed=job.seed + 11, heads=heads)
-    test = _oracle_split(job, "test", ORACLE_TEST_IMAGES)
+    test = labelled_split(job, "test", ORACLE_TEST_IMAGES, subsample_seed=job.seed)
     oracle.test_accuracy = oracle.accuracy(to_tensor(test.images), _oracle_targets(test)[0])
     log.info("oracle accuracy on the test split: " + ", ".join(f"{k} {v:.3f}" for k, v in oracle.test_accuracy.items()))
     oracle.save(path)
@@ -86,16 +84,6 @@ def _recorded_accuracy(record: Path) -> dict[str, float] | None:
     except (OSError, ValueError, AttributeError):
         return None
     return accuracy if isinstance(accuracy, dict) else None
-
-
-def _oracle_split(job: TrainJob, split: str, limit: int | None):
-    """A labelled split of the run's dataset, coloured like the run's (another colouring seed per split)."""
-    images = catalog.load(job.dataset, split, job.data_root)
-    if job.colored:
-        images = colored_variant(images, job.seed + (7 if split == "train" else 8))
-    if limit is not None and limit < len(images):
-        images = images.subset(np.random.default_rng(job.seed).choice(len(images), limit, replace=False))
-    return images
 
 
 def _oracle_targets(images) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
@@ -121,7 +109,7 @@ def evaluate_counterfactuals(explainer: CounterfactualExplainer, detector: Detec
     flat = images.flatten(0, 1)
     metrics: dict[str, Any] = evaluate_detector(detector, data.test_x, data.test_y)
     metrics.update(cf_auroc=cfm.cf_auroc(detector, normal, flat),
-                   concept_acc=cfm.concept_accuracy(explainer.concept, anomalies, images),
+                   concept_acc=cfm.concept_accuracy(explainer.concept_logits, anomalies, images),
                    explained=len(anomalies), evaluation_mode="eval (running batch-norm statistics)")
     normal_scores = detector.scores(normal, raw=False)
     metrics["scores"] = {"normal_test": cfm.score_summary(normal_scores),

@@ -30,16 +30,23 @@ log = logging.getLogger(__name__)
 MAX_IMAGES = 30_000  # enough for a small autoencoder; keeps the one-off cost to minutes on a CPU
 
 
+def labelled_split(job, split: str, limit: int | None, subsample_seed: int):
+    """A split of the run's dataset coloured like the run's (another colouring seed per split), at most
+    ``limit`` images drawn with ``subsample_seed``: the autoencoder's and the oracle's training data."""
+    images = catalog.load(job.dataset, split, job.data_root)
+    if job.colored:
+        images = colored_variant(images, job.seed + (7 if split == "train" else 8))
+    if limit is not None and limit < len(images):
+        images = images.subset(np.random.default_rng(subsample_seed).choice(len(images), limit, replace=False))
+    return images
+
+
 def dataset_images(job, data: ADData, limit: int = MAX_IMAGES) -> torch.Tensor:
     """The dataset's training images of every class at the task's format, plus the task's OE images."""
     if catalog.get_spec(job.dataset).kind == "defects":
         parts = [data.train_normal]
     else:
-        train = catalog.load(job.dataset, "train", job.data_root)
-        if job.colored:
-            train = colored_variant(train, job.seed + 7)
-        if len(train) > limit:
-            train = train.subset(np.random.default_rng(0).choice(len(train), limit, replace=False))
+        train = labelled_split(job, "train", limit, subsample_seed=0)  # one autoencoder for every seed
         parts = [match_format(train.images, tuple(data.image_shape))]
     parts += [t for t in (data.train_oe, data.train_anomalies) if t is not None and len(t)]
     return torch.cat(parts)

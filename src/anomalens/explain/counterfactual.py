@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,10 +64,13 @@ PROFILES: dict[str, dict[str, tuple[int, ...]]] = {
               "editor": (256, 4)},
     "cpu": {"g_stem": (16,), "g_widths": (16, 64, 128), "d_widths": (16, 32, 64, 128), "r_widths": (16, 32),
             "editor": (64, 3)},
+    "small": {"g_stem": (16,), "g_widths": (16, 32, 64), "d_widths": (16, 32, 64, 64), "r_widths": (16, 32),
+              "editor": (32, 2)},
     "tiny": {"g_stem": (8,), "g_widths": (8, 16, 16), "d_widths": (8, 16, 16, 16), "r_widths": (8, 8),
              "editor": (8, 1)},
 }
 GENERATORS = ("pixel", "latent")
+CRITICS = ("pixel", "latent")
 
 
 RECIPES: dict[str, dict[str, Any]] = {
@@ -93,6 +97,7 @@ class CEConfig:
     generator: str = "pixel"  # pixel: G as in appendix E.1; latent: G' edits an autoencoder's latent code
     autoencoder: str | None = None  # latent: an autoencoder file or "kl:<folder|hub id>"; None: train one at fit
     autoencoder_steps: int = 1500  # latent, autoencoder trained at fit: its step budget
+    critics: str = "pixel"  # latent generator: D and R judge decoded images (pixel) or the edited codes (latent)
     profile: str = "cpu"
     lambda_gan: float = 1.0
     lambda_phi: float = 1.0
@@ -133,6 +138,10 @@ class CEConfig:
             raise ConfigError(f"unknown explainer profile {self.profile!r}. Fix: use one of {', '.join(PROFILES)}")
         if self.generator not in GENERATORS:
             raise ConfigError(f"unknown generator {self.generator!r}. Fix: use one of {', '.join(GENERATORS)}")
+        if self.critics not in CRITICS or (self.critics == "latent" and self.generator != "latent"):
+            raise ConfigError(f"critics must be one of {', '.join(CRITICS)}, and 'latent' needs the latent generator; "
+                              f"got critics={self.critics!r} with generator={self.generator!r}. Fix: --generator "
+                              "latent, or critics pixel")
         if not 1 <= self.concepts <= MAX_CONCEPTS or self.steps < 1 or self.batch_size < 2 or self.d_every < 1:
             raise ConfigError(f"concepts must lie in [1, {MAX_CONCEPTS}], steps >= 1, batch_size >= 2 and d_every "
                               f">= 1; got {self.concepts}, {self.steps}, {self.batch_size}, {self.d_every}. Fix: e.g. "
@@ -191,9 +200,28 @@ class CounterfactualExplainer:
             else:
                 self.generator = Generator(GeneratorConfig(c, len(ALPHAS) * k, widths["g_stem"][0],
                                                            tuple(widths["g_widths"])))
-            self.discriminator = Discriminator(DiscriminatorConfig(c, tuple(widths["d_widths"]),
-                                                                   2 if self.config.conditional_d else 0))
-            self.concept = ConceptClassifier(ConceptConfig(c, k, tuple(widths["r_widths"])))
+            critic_shape = latent_shape(self.autoencoder, self.image_shape) if self.latent_critics else self.image_shape
+            halvings = int(math.log2(min(critic_shape[1:])))  # as many as keep the map at least 1x1
+            self.discriminator = Discriminator(DiscriminatorConfig(critic_shape[0], tuple(widths["d_widths"]),
+                                                                   2 if self.config.conditional_d else 0,
+                                                                   min(3, halvings)))
+            self.concept = ConceptClassifier(ConceptConfig(critic_shape[0], k, tuple(widths["r_widths"]),
+                                                           min(2, halvings)))
+
+    @property
+    def latent_critics(self) -> bool:
+        """D and R judge latent codes (cheap: a 7x7 code instead of a full image) rather than images."""
+        return self.config.critics == "latent"
+
+    def critic_input(self, x: Tensor) -> Tensor:
+        """What D and R see of images ``x``: the images, or their latent codes."""
+        return self.generator.autoencoder.encode(x) if self.latent_critics else x
+
+    @torch.no_grad()
+    def concept_logits(self, x: Tensor, x_bar: Tensor) -> Tensor:
+        """R's logits for the change from images ``x`` to ``x_bar`` (eval mode): which concept made it."""
+        self.concept.eval()
+        return self.concept(self.critic_input(x), self.critic_input(x_bar))
 
     def _modules(self) -> dict[str, torch.nn.Module]:
         return {"g": self.generator, "d": self.discriminator, "r": self.concept}
@@ -285,7 +313,7 @@ class CounterfactualExplainer:
                 loss.backward()
                 optimizers["g"].step()
                 return {"loss_rec": value}
-            total, terms, x_bar, level = generator_losses(self, detector, x, generator, cast)
+            total, terms, real, fake, level = generator_losses(self, detector, x, generator, cast)
             values = {"loss": loop.check(total, "generator loss")}
             optimizers["g"].zero_grad(set_to_none=True)
             optimizers["r"].zero_grad(set_to_none=True)
@@ -293,7 +321,7 @@ class CounterfactualExplainer:
             optimizers["g"].step()
             optimizers["r"].step()
             if step % cfg.d_every == 0:
-                loss_d = discriminator_loss(self, x, source, x_bar, level, cast)
+                loss_d = discriminator_loss(self, real, source, fake, level, cast)
                 terms["loss_d"] = torch.tensor(loop.check(loss_d, "discriminator loss"))
                 optimizers["d"].zero_grad(set_to_none=True)
                 loss_d.backward()

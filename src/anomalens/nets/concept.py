@@ -20,6 +20,7 @@ class ConceptConfig:
     channels: int = 1
     concepts: int = 2
     widths: tuple[int, int] = (64, 128)
+    halvings: int = 2  # blocks that halve the size: 2 for images; fewer for a 7x7 latent code
 
 
 class ConceptClassifier(nn.Module):
@@ -27,7 +28,8 @@ class ConceptClassifier(nn.Module):
         super().__init__()
         self.config = config
         w1, w2 = config.widths
-        self.blocks = nn.Sequential(ResBlock(2 * config.channels, w1, preactivate=False), ResBlock(w1, w2))
+        self.blocks = nn.Sequential(ResBlock(2 * config.channels, w1, config.halvings > 0, preactivate=False),
+                                    ResBlock(w1, w2, config.halvings > 1))
         self.linear = sn(nn.Linear(w2, config.concepts))
 
     def forward(self, x: Tensor, x_bar: Tensor) -> Tensor:

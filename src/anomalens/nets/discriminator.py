@@ -20,6 +20,7 @@ class DiscriminatorConfig:
     channels: int = 1
     widths: tuple[int, int, int, int] = (64, 128, 256, 512)
     conditions: int = 0  # 0: the paper's unconditional D; 2: projection on normal / anomalous
+    halvings: int = 3  # blocks that halve the size: 3 for images; fewer for a 7x7 latent code
 
 
 class Discriminator(nn.Module):
@@ -27,8 +28,10 @@ class Discriminator(nn.Module):
         super().__init__()
         self.config = config
         w = config.widths
-        self.blocks = nn.Sequential(ResBlock(config.channels, w[0], preactivate=False), ResBlock(w[0], w[1]),
-                                    ResBlock(w[1], w[2]), ResBlock(w[2], w[3], down=False))
+        down = [i < config.halvings for i in range(3)]
+        self.blocks = nn.Sequential(ResBlock(config.channels, w[0], down[0], preactivate=False),
+                                    ResBlock(w[0], w[1], down[1]), ResBlock(w[1], w[2], down[2]),
+                                    ResBlock(w[2], w[3], down=False))
         self.linear = sn(nn.Linear(w[3], 1))
         self.embed = sn(nn.Embedding(config.conditions, w[3])) if config.conditions else None
 
