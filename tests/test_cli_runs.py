@@ -19,12 +19,17 @@ from anomalens import cli
 from anomalens.detectors.base import Detector
 from anomalens.detectors.objectives import HSC
 
-TRAIN = ["train", "--dataset", "glyphs", "--normal", "3", "--detector", "hsc", "--oe", "glyph_letters",
-         "--oe-size", "256", "--epochs", "2", "--batch-size", "64"]
+# glyph digits and letters as MNIST and KMNIST files (conftest's mini_glyphs): 200 normal images, 25 steps per epoch
+TASK = ["--dataset", "mnist", "--normal", "3", "--detector", "hsc", "--oe", "kmnist", "--oe-size", "256"]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def TRAIN(mini_glyphs) -> list[str]:
+    return ["train", *TASK, "--data-root", str(mini_glyphs), "--epochs", "2", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, TRAIN) -> Path:
     out = tmp_path_factory.mktemp("cli") / "run"
     assert cli.main([*TRAIN, "--out", str(out)]) == 0
     return out
@@ -38,13 +43,13 @@ def _one_line_error(capsys) -> str:
     return lines[0]
 
 
-def test_ctrl_c_during_training_exits_130_and_the_rerun_equals_an_uninterrupted_run(run_dir, tmp_path, capsys,
-                                                                                      monkeypatch) -> None:
+def test_ctrl_c_during_training_exits_130_and_the_rerun_equals_an_uninterrupted_run(run_dir, TRAIN, tmp_path,
+                                                                                      capsys, monkeypatch) -> None:
     original, calls = HSC.loss, {"n": 0}
 
     def interrupt_in_epoch_2(self, out, y):
         calls["n"] += 1
-        if calls["n"] == 40:  # epoch 2 (31 steps per epoch): Ctrl-C, held until the step ends
+        if calls["n"] == 30:  # epoch 2 (25 steps per epoch): Ctrl-C, held until the step ends
             os.kill(os.getpid(), signal.SIGINT)
         return original(self, out, y)
 
@@ -68,12 +73,13 @@ def test_ctrl_c_during_training_exits_130_and_the_rerun_equals_an_uninterrupted_
 
 def test_explain_counterfactual_from_the_cli_writes_report_numbers_equal_to_metrics(run_dir, capsys) -> None:
     argv = ["explain", str(run_dir), "--method", "counterfactual", "--profile", "tiny", "--steps", "4",
-            "--no-sub-auroc", "--oracle-epochs", "1", "--oracle-images", "600", "--max-anomalies", "200"]
+            "--no-sub-auroc", "--oracle-epochs", "1", "--oracle-images", "600", "--max-anomalies", "48"]
     assert cli.main(argv) == 0
     out = run_dir / "explain" / "counterfactual"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 4 and 0 <= metrics["oracle_validity"] <= 1
-    # the oracle's own test accuracy stands beside the validity it judges (1 epoch on 600 glyphs: well above 1/10)
+    # the oracle's own test accuracy stands beside the validity it judges (1 epoch on 600 glyph digits: well above
+    # 1/10)
     assert metrics["oracle_accuracy"] == metrics["oracle_accuracy_per_head"]["label"] > 0.3
     assert json.loads((out / "oracle.json").read_text())["test_accuracy"] == metrics["oracle_accuracy_per_head"]
     html = (out / "report.html").read_text()
@@ -102,10 +108,12 @@ def test_explain_images_writes_one_grid_per_twelve_images_and_their_scores(run_d
     assert len(set(scores["input_scores"])) > 1  # different images, different scores
 
 
-def test_a_detector_file_becomes_a_run_but_never_overwrites_one(run_dir, tmp_path, capsys) -> None:
+def test_a_detector_file_becomes_a_run_but_never_overwrites_one(run_dir, mini_glyphs, tmp_path, capsys,
+                                                                 monkeypatch) -> None:
+    monkeypatch.setenv("ANOMALENS_DATA", str(mini_glyphs))  # `explain --detector` has no --data-root
     detector = str(run_dir / "detector.safetensors")
     ext = tmp_path / "ext"
-    base = ["explain", "--detector", detector, "--dataset", "glyphs", "--normal", "3", "--method", "gradient"]
+    base = ["explain", "--detector", detector, "--dataset", "mnist", "--normal", "3", "--method", "gradient"]
     assert cli.main([*base, "--out", str(ext)]) == 0
     assert (ext / "explain" / "gradient" / "overlays.png").is_file()
     assert cli.main([*base, "--out", str(ext)]) == 0  # the same detector and task again: reused
@@ -114,17 +122,17 @@ def test_a_detector_file_becomes_a_run_but_never_overwrites_one(run_dir, tmp_pat
     assert "already holds a run" in _one_line_error(capsys) and (run_dir / "config.yaml").read_text() == config
 
 
-def test_a_typo_leaves_nothing_behind_and_the_corrected_command_runs(tmp_path, capsys) -> None:
+def test_a_typo_leaves_nothing_behind_and_the_corrected_command_runs(TRAIN, tmp_path, capsys) -> None:
     out = tmp_path / "typo"
-    bad = [*TRAIN[:2], "glpyhs", *TRAIN[3:-2], "--epochs", "1", "--out", str(out)]
+    bad = [*TRAIN[:2], "mnsit", *TRAIN[3:-2], "--epochs", "1", "--out", str(out)]
     assert cli.main(bad) == 2
-    assert "glpyhs" in _one_line_error(capsys) and not out.exists()
+    assert "mnsit" in _one_line_error(capsys) and not out.exists()
     assert cli.main([*TRAIN[:-2], "--epochs", "1", "--lr", "1e6", "--out", str(out)]) == 2
     assert "lr must lie in (0, 10]" in _one_line_error(capsys) and not out.exists()
     assert cli.main([*TRAIN[:-2], "--epochs", "1", "--out", str(out)]) == 0
 
 
-def test_os_errors_are_one_line(tmp_path, capsys, monkeypatch) -> None:
+def test_os_errors_are_one_line(TRAIN, tmp_path, capsys, monkeypatch) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     assert cli.main([*TRAIN, "--out", str(blocker)]) == 2
@@ -139,7 +147,7 @@ def test_os_errors_are_one_line(tmp_path, capsys, monkeypatch) -> None:
     assert "No space left on device" in line and "Fix" in line
 
 
-def test_a_failed_run_is_recorded_and_a_fixed_rerun_completes(tmp_path, monkeypatch) -> None:
+def test_a_failed_run_is_recorded_and_a_fixed_rerun_completes(TRAIN, tmp_path, monkeypatch) -> None:
     from anomalens.detectors.oe import OEDetector
 
     def broken(self, data, cfg=None):

@@ -118,12 +118,14 @@ def test_detector_stays_frozen_and_l_phi_falls():
     detector = OEDetector("bce", SHAPE)
     detector.fit(data, TrainConfig(epochs=10, batch_size=16, progress=False))
     before = {k: v.clone() for k, v in detector.state_dict().items()}
-    explainer = CounterfactualExplainer(_config(steps=60, log_every=30, lambda_rec=0.1, lambda_gan=0,
-                                                       lambda_r=0, lr=1e-3), SHAPE)
+    # G against the detector alone (no GAN term, so no D updates either): 24 steps at lr 5e-3 bring the mean
+    # L_phi down by 0.12-0.21 on seeds 0-3; with G frozen (lr ~ 0) the two means differ by < 0.03 either way
+    explainer = CounterfactualExplainer(_config(steps=24, log_every=12, lambda_rec=0.1, lambda_gan=0, d_every=1000,
+                                                lambda_r=0, lr=5e-3), SHAPE)
     explainer.fit(detector, data)
-    first, last = explainer.history[0], explainer.history[-1]  # means over steps 1-30 and 31-60
-    assert [first["step"], last["step"]] == [30, 60]
-    assert last["loss_phi"] < first["loss_phi"]
+    first, last = explainer.history[0], explainer.history[-1]  # means over steps 1-12 and 13-24
+    assert [first["step"], last["step"]] == [12, 24]
+    assert last["loss_phi"] < first["loss_phi"] - 0.05
     assert all(torch.equal(before[k], v) for k, v in detector.state_dict().items())
     assert all(p.requires_grad for p in detector.parameters())
 
@@ -131,19 +133,19 @@ def test_detector_stays_frozen_and_l_phi_falls():
 def test_save_load_round_trip_and_resume_equals_an_uninterrupted_run(tmp_path, caplog):
     data = _data()
     detector = OEDetector("bce", SHAPE).eval()
-    explainer = CounterfactualExplainer(_config(steps=6, checkpoint_dir=str(tmp_path / "ck"), checkpoint_every=3),
+    explainer = CounterfactualExplainer(_config(steps=4, checkpoint_dir=str(tmp_path / "ck"), checkpoint_every=2),
                                         SHAPE)
     explainer.fit(detector, data)
     path = explainer.save(tmp_path / "explainer.safetensors")
     loaded = CounterfactualExplainer.load(path, detector)
     x = data.train_oe[:4]
     assert torch.equal(explainer.explain(x).outputs, loaded.explain(x).outputs)
-    assert loaded.step == 6
-    resumed = CounterfactualExplainer(_config(steps=8, checkpoint_dir=str(tmp_path / "ck")), SHAPE)
+    assert loaded.step == 4
+    resumed = CounterfactualExplainer(_config(steps=6, checkpoint_dir=str(tmp_path / "ck")), SHAPE)
     with caplog.at_level(logging.INFO, logger="anomalens"):
         resumed.fit(detector, data)
-    assert resumed.step == 8 and "explainer: resumed at step 6" in caplog.text
-    straight = CounterfactualExplainer(_config(steps=8), SHAPE).fit(detector, data)
+    assert resumed.step == 6 and "explainer: resumed at step 4" in caplog.text
+    straight = CounterfactualExplainer(_config(steps=6), SHAPE).fit(detector, data)
     for name, value in straight.state_tensors().items():  # the resumed run equals an uninterrupted one
         assert torch.equal(value, resumed.state_tensors()[name]), name
 
@@ -236,7 +238,7 @@ def test_every_detector_and_image_format_can_be_explained(objective, shape):
 
 def test_warmup_trains_the_generator_towards_the_identity():
     data = _data()
-    explainer = CounterfactualExplainer(_config(steps=40, warmup_steps=40, log_every=20, lr=2e-3), SHAPE)
+    explainer = CounterfactualExplainer(_config(steps=20, warmup_steps=20, log_every=10, lr=2e-3), SHAPE)
     explainer.fit(OEDetector("bce", SHAPE).eval(), data)
     first, last = explainer.history
     assert set(first) == {"step", "loss_rec", "seconds", "lr"} and last["loss_rec"] < first["loss_rec"]

@@ -105,7 +105,8 @@ def glyph_task():
 def test_detector_beats_chance_on_glyphs(glyph_task, method: str) -> None:
     torch.manual_seed(0)
     detector = OEDetector(method, glyph_task.image_shape)
-    detector.fit(glyph_task, TrainConfig(epochs=3, lr=2e-3, progress=False))
+    # 3 epochs of 10 steps of 32 + 32 images: AuROC ~0.965 for both (an untrained net: ~0.5)
+    detector.fit(glyph_task, TrainConfig(epochs=3, lr=2e-3, batch_size=32, max_steps_per_epoch=10, progress=False))
     assert auroc(glyph_task.test_y, detector.scores(glyph_task.test_x)) > 0.9
     losses = [h["loss"] for h in detector.history]
     assert losses[-1] < losses[0]
@@ -252,7 +253,8 @@ def test_fcdd_detector_learns_and_explains(glyph_task) -> None:
     torch.manual_seed(0)
     detector = OEDetector("fcdd", glyph_task.image_shape)
     assert detector.net.receptive_field == 18
-    detector.fit(glyph_task, TrainConfig(epochs=2, lr=2e-3, progress=False))
+    # 3 epochs of 15 steps of 32 + 32 images: AuROC ~0.99
+    detector.fit(glyph_task, TrainConfig(epochs=3, lr=5e-3, batch_size=32, max_steps_per_epoch=15, progress=False))
     assert auroc(glyph_task.test_y, detector.scores(glyph_task.test_x)) > 0.75
     heat = detector.anomaly_map(glyph_task.test_x[:4])
     assert heat.shape == (4, 28, 28) and bool((heat >= 0).all())

@@ -44,11 +44,11 @@ def test_spaces_are_inverse_and_noise_prediction_is_float32():
 def test_training_lowers_the_loss_and_moves_the_ema():
     model = DiffusionModel(_config())
     before = model.predict_noise(torch.zeros(1, *SHAPE), 500).clone()
-    history = train_diffusion(model, _images(), _config(steps=60, batch_size=16, log_every=5, lr=2e-3),
+    history = train_diffusion(model, _images(), _config(steps=30, batch_size=8, log_every=5, lr=2e-3),
                               progress=False)
-    assert [h["step"] for h in history] == list(range(5, 61, 5))
+    assert [h["step"] for h in history] == list(range(5, 31, 5))
     first, last = sum(h["loss"] for h in history[:3]) / 3, sum(h["loss"] for h in history[-3:]) / 3
-    assert last < 0.7 * first
+    assert last < 0.7 * first  # measured ~0.25 * first (seeds 0 and 1)
     assert not torch.equal(model.predict_noise(torch.zeros(1, *SHAPE), 500), before)
     assert not model.training and all(not p.requires_grad for p in model.ema.parameters())
 

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -215,10 +216,14 @@ def _wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def test_failed_run_isolated_and_resume_after_kill(tmp_path: Path, capsys) -> None:
-    # one run fails (no class "x"), one finishes, one is killed after its first checkpoint
-    path = write_grid(tmp_path, grid={"normal": ["x", "3", "5"]},
-                      overrides=[{"when": {"normal": "5"}, "set": {"epochs": 3}}])
+def test_failed_run_isolated_and_resume_after_kill(tmp_path: Path, mini_glyphs: Path, capsys) -> None:
+    # one run fails (no class "x"), one finishes, one is killed after its first checkpoint (of 12, one per
+    # 25-step epoch: glyph digits and letters as MNIST and KMNIST files, conftest's mini_glyphs; the 275 steps
+    # left, ~3 s, are the margin for the kill to land before the run ends)
+    path = tmp_path / "grid.yaml"
+    base = {**TINY, "dataset": "mnist", "oe": "kmnist", "data_root": str(mini_glyphs), "batch_size": 8}
+    path.write_text(yaml.safe_dump({"name": "tiny", "base": base, "grid": {"normal": ["x", "3", "5"]},
+                                    "overrides": [{"when": {"normal": "5"}, "set": {"epochs": 12}}]}, sort_keys=False))
     failing, finished, killed = (tmp_path / "out" / "runs" / r.name for r in check_grid(path))
     command = [sys.executable, "-m", "anomalens.cli_grid", "run", str(path), "--out", str(tmp_path / "out"),
                "--workers", "1", "--threads-per-worker", "1"]
@@ -309,11 +314,30 @@ def test_ray_launcher_matches_local_launcher(tmp_path: Path) -> None:
             assert ours[key] == theirs[key], (run.name, key)
 
 
-def test_a_closed_pipe_ends_the_listing_quietly(tmp_path: Path) -> None:
+def test_a_closed_pipe_ends_the_listing_quietly(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`anomalens grid run ... --dry-run | head -1`, in this process (a subprocess spends ~10 s importing): the
+    listing goes to a 4 kB pipe whose reader takes one line's worth and closes it; the command must end with
+    status 0 and say nothing, and stdout must be left writable (no second error when it is flushed at exit)."""
+    from anomalens import cli
+
     path = write_grid(tmp_path, grid={"normal": [str(c) for c in range(10)]}, seeds=20)  # 200 lines, ~10 kB
-    listing = subprocess.Popen([sys.executable, "-m", "anomalens.cli", "grid", "run", str(path), "--out",
-                                str(tmp_path / "out"), "--dry-run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    fcntl.fcntl(listing.stdout.fileno(), F_SETPIPE_SZ, 4096)  # a pipe smaller than the listing: it must block
-    assert listing.stdout.readline().startswith(b"glyphs-hsc-0-s0-")
-    listing.stdout.close()  # what `| head -1` does
-    assert listing.wait(timeout=60) == 0 and listing.stderr.read() == b""
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, F_SETPIPE_SZ, 4096)  # a pipe smaller than the listing: it must block
+    first: list[bytes] = []
+
+    def head_1() -> None:  # at most 64 + 4096 bytes ever leave the writer: the rest meets a closed pipe
+        try:
+            first.append(os.read(read_end, 64))
+        finally:
+            os.close(read_end)  # what `head -1` does
+
+    reader = threading.Thread(target=head_1)
+    reader.start()
+    stdout = open(write_end, "w", buffering=1)  # noqa: SIM115 -- line-buffered, as a terminal; closed below
+    monkeypatch.setattr(sys, "stdout", stdout)
+    status = cli.main(["grid", "run", str(path), "--out", str(tmp_path / "out"), "--dry-run"])
+    reader.join(timeout=60)
+    stdout.close()  # what the interpreter does at exit: raises BrokenPipeError unless the CLI re-pointed stdout
+    monkeypatch.undo()
+    assert first and first[0].startswith(b"glyphs-hsc-0-s0-")
+    assert status == 0 and capsys.readouterr().err == ""

@@ -34,13 +34,14 @@ def detectors() -> dict[str, Detector]:
 
 @pytest.fixture(scope="module")
 def defects():
-    """A 32 px stripes task, a reconstruction AE trained on it and a briefly trained tiny DDPM."""
+    """A 16 px stripes task, a reconstruction AE trained on it and a briefly trained tiny DDPM (40 steps of 8:
+    enough for the guided repair to beat the unguided one on every image by a wide margin)."""
     torch.manual_seed(0)
-    data = defect_scenario(synthetic_defects("stripes", n_train=96, n_test_good=16, n_test_defect=12, size=32),
+    data = defect_scenario(synthetic_defects("stripes", n_train=96, n_test_good=16, n_test_defect=12, size=16),
                            per_type=1)
     detector = ReconstructionAE(data.image_shape, widths=(16, 32)).fit(
         data, TrainConfig(epochs=6, lr=3e-3, batch_size=16, progress=False))
-    diffusion_cfg = DiffusionConfig(image_shape=tuple(data.image_shape), profile="tiny", steps=150, batch_size=16,
+    diffusion_cfg = DiffusionConfig(image_shape=tuple(data.image_shape), profile="tiny", steps=40, batch_size=8,
                                     lr=2e-3, log_every=50)
     diffusion = DiffusionModel(diffusion_cfg)
     train_diffusion(diffusion, data.train_normal, diffusion_cfg, progress=False)
@@ -187,7 +188,7 @@ def test_guided_repair_lowers_the_score_more_than_unguided(defects):
     x_bad = data.test_x[data.test_y == 1][:6]
     cfg = RepairConfig(strength=0.4, sampler="ddim", steps=12, guidance=1.0, progress=False)
     explainer = RepairExplainer(cfg, diffusion).fit(detector, data)  # the diffusion model is given: no training
-    assert diffusion.step == 150 and explainer.thresholds.tau.shape == x_bad.shape[-2:]
+    assert diffusion.step == 40 and explainer.thresholds.tau.shape == x_bad.shape[-2:]
     guided = explainer.explain(x_bad)
     unguided = explainer.explain(x_bad, guidance=0.0)
     x_fix = guided.outputs[:, 0]
@@ -221,7 +222,7 @@ def test_cli_repair_writes_grids_metrics_and_report(tmp_path, capsys):
 
     out = tmp_path / "flow"
     assert cli.main(["train", "--dataset", "synthetic_defects/stripes", "--detector", "flow", "--epochs", "2",
-                     "--batch-size", "32", "--image-size", "32", "--out", str(out)]) == 0
+                     "--batch-size", "32", "--image-size", "16", "--out", str(out)]) == 0
     argv = ["explain", str(out), "--method", "repair", "--profile", "tiny", "--steps", "10", "--sampler", "ddim",
             "--sample-steps", "4", "--strength", "0.3", "--max-anomalies", "4"]
     assert cli.main(argv) == 0
@@ -239,7 +240,7 @@ def test_cli_repair_writes_grids_metrics_and_report(tmp_path, capsys):
     # a detector whose score is not decomposable is refused with the fix, before any training
     hsc = tmp_path / "hsc"
     assert cli.main(["train", "--dataset", "synthetic_defects/stripes", "--detector", "hsc", "--oe", "confetti",
-                     "--epochs", "1", "--image-size", "32", "--out", str(hsc)]) == 0
+                     "--epochs", "1", "--image-size", "16", "--out", str(hsc)]) == 0
     assert cli.main(["explain", str(hsc), "--method", "repair"]) == 2
     assert "--detector flow" in capsys.readouterr().err
 

@@ -226,10 +226,10 @@ def test_full_demo_meets_its_targets(tmp_path: Path) -> None:
     assert metrics["counterfactual"]["concept_acc"] > 0.5
 
 
-def test_cli_train_writes_run_and_resumes(tmp_path: Path, capsys) -> None:
-    config = tmp_path / "job.yaml"
-    config.write_text("dataset: glyphs\nnormal: 3\ndetector: hsc\noe: glyph_letters\noe_size: 256\n"
-                      "epochs: 2\nbatch_size: 64\n")
+def test_cli_train_writes_run_and_resumes(tmp_path: Path, mini_glyphs: Path, capsys) -> None:
+    config = tmp_path / "job.yaml"  # glyph digits and letters as MNIST and KMNIST files: 25 steps per epoch
+    config.write_text(f"dataset: mnist\ndata_root: {mini_glyphs}\nnormal: 3\ndetector: hsc\noe: kmnist\n"
+                      "oe_size: 256\nepochs: 2\nbatch_size: 8\n")
     out = tmp_path / "run"
     assert cli.main(["train", str(config), "--epochs", "1", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -253,7 +253,7 @@ def test_cli_train_rejects_bad_config(tmp_path: Path, capsys) -> None:
 def test_cli_train_aexad_on_defects_writes_pixel_metrics(tmp_path: Path) -> None:
     out = tmp_path / "aexad"
     argv = ["train", "--dataset", "synthetic_defects/grid", "--detector", "aexad", "--epochs", "2",
-            "--batch-size", "32", "--image-size", "32", "--out", str(out)]
+            "--batch-size", "32", "--image-size", "16", "--out", str(out)]
     assert cli.main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["pixel_auc"] <= 1 and metrics["heatmap"] == "anomaly_map"
