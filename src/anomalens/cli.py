@@ -138,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     ce.add_argument("--generator", choices=["pixel", "latent"], help="override the recipe's generator")
     ce.add_argument("--autoencoder", help="latent: an autoencoder file or kl:<folder|hub id> (a diffusers "
                                           "AutoencoderKL); default: trained once per dataset and cached")
-    ce.add_argument("--profile", help="network widths: tiny, cpu or paper")
+    ce.add_argument("--profile", help="network widths: tiny, small, cpu or paper")
     ce.add_argument("--steps", type=int, help="training budget in steps (the same result on any machine); a rerun "
                                               "with more steps continues from the last checkpoint")
     ce.add_argument("--minutes", type=float, help="optional cap: stop after this long (checkpointed; rerun resumes)")

@@ -48,16 +48,16 @@ def generator_losses(explainer, detector, x: Tensor, generator: torch.Generator,
     concept = torch.randint(cfg.concepts, (n,), generator=generator).to(x.device)
     alpha = torch.tensor(ALPHAS, device=x.device)[level]
     with autocast:
+        with torch.no_grad():
+            real = explainer.critic_input(x).float()  # x itself, or its code
         if explainer.latent_critics:
-            with torch.no_grad():
-                real = G.autoencoder.encode(x).float()
             fake = G.editor(real, explainer.condition(level, concept))
             x_bar = G.autoencoder.decode(fake).clamp(0, 1)
             cycled = G.editor(fake, explainer.condition(own, concept))
             rebuilt = G.editor(real, explainer.condition(own, concept))
             scale = real.abs().mean()
         else:
-            real, scale = x, 1.0
+            scale = 1.0
             fake = x_bar = G(x, explainer.condition(level, concept))
             cycled = G(x_bar, explainer.condition(own, concept))
             rebuilt = G(x, explainer.condition(own, concept))
