@@ -39,7 +39,7 @@ def measure(out: Path, seed: int, steps: int | None) -> dict:
     cf = metrics["counterfactual"]
     changes = cf.get("oracle_factor_changes", {})
     return {"seed": seed, "steps": config.explainer_steps, "minutes": minutes, "ad_auroc": metrics["bce"]["ad_auroc"],
-            **{k: cf.get(k) for k in ("oracle_validity", "concept_acc", "cf_auroc", "sub_auroc", "fid_n")},
+            **{k: cf.get(k) for k in ("oracle_validity", "concept_acc", "cf_auroc", "fid_n")},
             "factor_changes": changes, "distinct_factors": distinct_factors(changes)}
 
 
@@ -63,7 +63,7 @@ def main() -> None:
                                 for c, fs in row["factor_changes"].items())
             print(f"| {seed} | {row['steps']} | {row['minutes']:.1f} | {row['ad_auroc']:.3f} | "
                   f"{row['oracle_validity']:.3f} | {row['concept_acc']:.3f} | {row['cf_auroc']:.3f} | "
-                  f"{row['sub_auroc']:.3f} | {factors} | {'met' if met else 'missed'} |", flush=True)
+                  f"{row['fid_n']:.3f} | {factors} | {'met' if met else 'missed'} |", flush=True)
     finally:
         if args.out is None:
             shutil.rmtree(root, ignore_errors=True)

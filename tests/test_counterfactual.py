@@ -167,6 +167,14 @@ def test_bad_config_is_refused():
         CEConfig.recipe("fast")
 
 
+def test_a_shorter_budget_keeps_the_recipes_warmup_share():
+    full = CEConfig.recipe("cpu")
+    assert 0 < full.warmup_steps < full.steps
+    assert CEConfig.recipe("cpu", steps=full.steps // 2).warmup_steps == round(full.warmup_steps / 2)
+    assert CEConfig.recipe("cpu", steps=30, warmup_steps=0).warmup_steps == 0  # an explicit warm-up wins
+    assert CEConfig.recipe("paper", steps=30).warmup_steps == 0
+
+
 # ------------------------------------------------------------------------------------------- metrics
 
 
