@@ -73,7 +73,8 @@ class RunExistsError(AnomalensError, FileExistsError):
     """The run folder holds a finished or checkpointed run with another config."""
 
 
-BUDGET_KEYS = ("steps", "epochs", "minutes", "generations")  # changing these continues a run, never refused
+# changing these continues a run, never refused; a recipe's warm-up is a share of its steps, so it is one too
+BUDGET_KEYS = ("steps", "epochs", "minutes", "generations", "warmup_steps")
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -97,7 +98,7 @@ class Run:
     def create(cls, path: str | Path, config: dict[str, Any], seed: int, command: str = "") -> Run:
         """Create (or reopen) ``path``: write config.yaml and run.json, seed everything.
 
-        Reopening a folder whose config differs only in budget keys (steps, epochs, minutes) continues
+        Reopening a folder whose config differs only in budget keys (steps, epochs, minutes, ...) continues
         the run with the new budget. Another difference is refused (``RunExistsError``) unless the old
         run never got anywhere (failed before its first checkpoint), so that a resume never mixes two
         setups and a typo in a first attempt does not block the corrected command."""
