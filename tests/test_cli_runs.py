@@ -164,3 +164,25 @@ def test_a_failed_run_is_recorded_and_a_fixed_rerun_completes(TRAIN, tmp_path, m
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "completed" and info["error"] is None
     assert yaml.safe_load((out / "config.yaml").read_text())["epochs"] == 1
+
+
+def test_one_oracle_per_dataset_and_seed_is_shared_by_every_scenario(mini_glyphs, tmp_path, monkeypatch) -> None:
+    from anomalens.experiments import counterfactual_run
+    from anomalens.experiments.training_run import TrainJob
+
+    job = TrainJob(dataset="mnist", normal="3", detector="hsc", data_root=str(mini_glyphs))
+    first = counterfactual_run.shared_oracle(job, tmp_path / "a" / "oracle.safetensors", epochs=1, limit=300)
+    assert first is not None and first.test_accuracy["label"] > 0.2  # 10 glyph classes: chance is 0.1
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the oracle was trained again")
+
+    monkeypatch.setattr(counterfactual_run, "train_oracle", no_training)
+    other_scenario = TrainJob(dataset="mnist", normal="5", detector="bce", data_root=str(mini_glyphs))
+    again = counterfactual_run.shared_oracle(other_scenario, tmp_path / "b" / "oracle.safetensors", epochs=1, limit=300)
+    assert again.test_accuracy == first.test_accuracy
+    assert (tmp_path / "b" / "oracle.safetensors").read_bytes() == (tmp_path / "a" / "oracle.safetensors").read_bytes()
+    assert json.loads((tmp_path / "b" / "oracle.json").read_text())["test_accuracy"] == first.test_accuracy
+    with pytest.raises(AssertionError, match="trained again"):  # another seed colours and subsamples anew
+        counterfactual_run.shared_oracle(TrainJob(dataset="mnist", normal="3", data_root=str(mini_glyphs), seed=1),
+                                         tmp_path / "c" / "oracle.safetensors", epochs=1, limit=300)

@@ -5,13 +5,15 @@ trained detector run, evaluate it, and write ``RUN_DIR/explain/counterfactual/``
 per concept, the detector's score under each image), ``images/losses.png``, ``images/scores.png``,
 ``samples/`` (grids during training), ``oracle.safetensors`` and ``report.html``.
 
-The oracle is a label classifier trained here on the dataset's own training labels (digit; digit
-and colour for coloured data); the explainer never sees it. FID uses Inception-v3 when a local
+The oracle is a label classifier trained on the dataset's own training labels (digit; digit and
+colour for coloured data), once per dataset and seed in ``~/.cache/anomalens/oracles`` (every scenario
+of a grid shares it; the run folder keeps a copy); the explainer never sees it. FID uses Inception-v3 when a local
 weights file is given, else the oracle's features (the metrics say which).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -21,7 +23,7 @@ from typing import Any
 
 import torch
 
-from anomalens.atomic import atomic_write_json
+from anomalens.atomic import atomic_write_bytes, atomic_write_json, exclusive
 from anomalens.data import catalog
 from anomalens.data.addata import ADData
 from anomalens.data.download import sha256_of
@@ -74,6 +76,23 @@ def label_oracle(job: TrainJob, path: Path, epochs: int = 3, limit: int | None =
     log.info("oracle accuracy on the test split: " + ", ".join(f"{k} {v:.3f}" for k, v in oracle.test_accuracy.items()))
     oracle.save(path)
     atomic_write_json(record, {"test_accuracy": oracle.test_accuracy, "test_images": len(test)})
+    return oracle
+
+
+def shared_oracle(job: TrainJob, copy_to: Path, epochs: int = 3, limit: int | None = None) -> LabelClassifier | None:
+    """The dataset's oracle, trained once per dataset, colouring, seed and budget and cached for every
+    scenario and detector of a grid (it never depends on the normal classes), with a copy at ``copy_to``
+    so that a run folder stays complete on its own."""
+    key = {"dataset": job.dataset, "colored": job.colored, "data_root": str(job.data_root or ""), "seed": job.seed,
+           "epochs": epochs, "limit": limit}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    cached = Path(catalog.CACHE_DIR) / "oracles" / f"{job.dataset.replace('/', '_')}-{digest}.safetensors"
+    with exclusive(cached.with_suffix(".lock")):  # parallel grid workers train it once
+        oracle = label_oracle(job, cached, epochs, limit)
+    if oracle is not None:
+        for source, target in ((cached, copy_to), (cached.with_suffix(".json"), copy_to.with_suffix(".json"))):
+            if source.is_file():
+                atomic_write_bytes(target, source.read_bytes())
     return oracle
 
 
@@ -217,7 +236,8 @@ def explain_counterfactuals(run_dir: str | Path, cfg: CEConfig | None = None, fi
         explainer.fit(detector, data)
         train_seconds = trained_seconds(explainer.history, time.perf_counter() - started)
         explainer.save(out / "explainer.safetensors")
-        oracle = label_oracle(job, Path(oracle_path or out / "oracle.safetensors"), oracle_epochs, oracle_limit)
+        oracle = (label_oracle(job, Path(oracle_path), oracle_epochs, oracle_limit) if oracle_path
+                  else shared_oracle(job, out / "oracle.safetensors", oracle_epochs, oracle_limit))
         metrics = evaluate_counterfactuals(explainer, detector, data, job, oracle, fid_features, with_sub_auroc,
                                            max_anomalies, out / "images" / "scores.png")
         metrics.update(steps=explainer.step, train_seconds=train_seconds, history=explainer.history,
