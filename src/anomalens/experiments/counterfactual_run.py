@@ -13,7 +13,6 @@ weights file is given, else the oracle's features (the metrics say which).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -32,7 +31,7 @@ from anomalens.data.images import to_tensor
 from anomalens.detectors.base import Detector
 from anomalens.errors import ConfigError
 from anomalens.experiments.explain_run import load_run
-from anomalens.experiments.latent_cache import cached_autoencoder, labelled_split
+from anomalens.experiments.latent_cache import cached_autoencoder, dataset_cache_name, labelled_split
 from anomalens.experiments.paper_figures import paper_figures
 from anomalens.experiments.training_run import TrainJob, _normal_rule, build_data, build_detector
 from anomalens.explain.autoencoders import AutoencoderTraining
@@ -85,8 +84,7 @@ def shared_oracle(job: TrainJob, copy_to: Path, epochs: int = 3, limit: int | No
     so that a run folder stays complete on its own."""
     key = {"dataset": job.dataset, "colored": job.colored, "data_root": str(job.data_root or ""), "seed": job.seed,
            "epochs": epochs, "limit": limit}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    cached = Path(catalog.CACHE_DIR) / "oracles" / f"{job.dataset.replace('/', '_')}-{digest}.safetensors"
+    cached = Path(catalog.CACHE_DIR) / "oracles" / f"{dataset_cache_name(job, key)}.safetensors"
     with exclusive(cached.with_suffix(".lock")):  # parallel grid workers train it once
         oracle = label_oracle(job, cached, epochs, limit)
     if oracle is not None:

@@ -41,6 +41,13 @@ def labelled_split(job, split: str, limit: int | None, subsample_seed: int):
     return images
 
 
+def dataset_cache_name(job, key: dict) -> str:
+    """A file stem for a cache shared by every scenario of a dataset: the dataset, its colouring, and a
+    digest of everything else the cached file depends on (``key``)."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{job.dataset.replace('/', '_')}{'-colored' if job.colored else ''}-{digest}"
+
+
 def dataset_images(job, data: ADData, limit: int = MAX_IMAGES) -> torch.Tensor:
     """The dataset's training images of every class at the task's format, plus the task's OE images."""
     if catalog.get_spec(job.dataset).kind == "defects":
@@ -58,8 +65,7 @@ def cached_autoencoder(job, data: ADData, training: AutoencoderTraining, cache_d
     folder = Path(cache_dir) if cache_dir is not None else Path(catalog.CACHE_DIR) / "autoencoders"
     key = {"dataset": job.dataset, "colored": job.colored, "oe": job.oe, "shape": list(data.image_shape),
            "training": asdict(training)}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    name = f"{job.dataset.replace('/', '_')}{'-colored' if job.colored else ''}-{digest}"
+    name = dataset_cache_name(job, key)
     path, record_path = folder / f"{name}.safetensors", folder / f"{name}.json"
     with exclusive(folder / f"{name}.lock"):  # parallel workers of a grid train it once
         if path.is_file() and record_path.is_file():
