@@ -252,18 +252,19 @@ class CounterfactualExplainer:
             raise ConfigError(f"the explainer was trained on images {self.image_shape}, got {tuple(x.shape[1:])}. "
                               "Fix: resize the images to the training size")
         detector = self.detector
-        self.generator.eval()
+        layout = memory_format(self.config.channels_last)  # 1.75x faster on CPUs when trained so (RESULTS.md)
+        self.generator.eval().to(memory_format=layout)
         detector.eval()
         device = device_of(self.generator)
         a = ALPHAS.index(alpha)
         images = []
         for chunk in x.split(batch_size):
-            chunk = chunk.to(device)
+            chunk = chunk.to(device).contiguous(memory_format=layout)
             n = len(chunk)
             per_k = [self.generator(chunk, self.condition(torch.full((n,), a, device=device),
                                                           torch.full((n,), k, device=device))).float().cpu()
                      for k in range(self.config.concepts)]
-            images.append(torch.stack(per_k, 1))
+            images.append(torch.stack(per_k, 1).contiguous())
         images = torch.cat(images)
         scores = detector.scores(images.flatten(0, 1), raw=False).view(len(x), self.config.concepts)
         return Explanation(x, detector.scores(x, raw=False), outputs=images, score_after=scores,
