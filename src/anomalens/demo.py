@@ -108,7 +108,7 @@ def _demo(run: Run, config: DemoConfig) -> dict[str, Any]:
 
     log(f"[5/5] training the counterfactual explainer ({config.explainer_steps} steps) and evaluating it")
     quick = {"profile": "tiny", "steps": 10, "sample_every": 10, "warmup_steps": 5} if config.quick else {}
-    # the cpu recipe at half its budget (its warm-up share kept): validity 0.90 / 0.69 on seeds 0 / 1
+    # the cpu recipe at half its budget (its warm-up share kept): validity 0.90 / 0.69 / 0.64 on seeds 0 / 1 / 2
     # (benchmarks/RESULTS.md, "Demo on an AVX2-only CPU")
     cfg = CEConfig.recipe("cpu", **{"steps": config.explainer_steps, "minutes": config.explainer_minutes,
                                     "seed": config.seed, "sample_every": 100, "device": config.device, **quick})
