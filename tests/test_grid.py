@@ -341,3 +341,26 @@ def test_a_closed_pipe_ends_the_listing_quietly(tmp_path: Path, capsys, monkeypa
     monkeypatch.undo()
     assert first and first[0].startswith(b"glyphs-hsc-0-s0-")
     assert status == 0 and capsys.readouterr().err == ""
+
+
+@pytest.mark.slow  # ~90 s: the OE sweeps expand to thousands of runs (it found ce_cifar10's broken paper scale)
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "grids").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_grid_expands_at_both_scales(path: Path) -> None:
+    from anomalens.experiments.grid import expand
+
+    spec = load_grid(path)
+    assert expand(spec, str(path))
+    if spec.paper:
+        assert expand(load_grid(path, scale="paper"), str(path))
+
+
+def test_gtsrb_pairs_train_enough_steps_at_cpu_scale_and_the_papers_epochs_at_paper_scale() -> None:
+    from anomalens.experiments.grid import expand
+
+    path = Path(__file__).parents[1] / "grids" / "ce_gtsrb.yaml"
+    epochs = {scale: {r.config["train"]["normal"]: r.config["train"]["epochs"]
+                      for r in expand(load_grid(path, scale=scale, sets=("grid.detector=[bce]",)))}
+              for scale in ("cpu", "paper")}
+    assert epochs["cpu"]["1,2"] == 60 and epochs["cpu"]["6,32,41,42"] == 30  # 100 images per class locally
+    assert epochs["cpu"]["33,34,35,36,37,38,39,40"] == 12
+    assert set(epochs["paper"].values()) == {200}
