@@ -23,7 +23,7 @@ import yaml
 from anomalens import cli_grid
 from anomalens.errors import ConfigError
 from anomalens.experiments import collect, grid_state
-from anomalens.experiments.grid import RESOLVED, RESULT, check_grid, config_hash, load_grid, run_grid
+from anomalens.experiments.grid import RESOLVED, RESULT, check_grid, config_hash, expand, load_grid, run_grid
 
 F_SETPIPE_SZ = 1031  # linux/fcntl.h
 TINY = {"dataset": "glyphs", "detector": "hsc", "oe": "glyph_letters", "oe_size": 128, "epochs": 1,
@@ -346,8 +346,6 @@ def test_a_closed_pipe_ends_the_listing_quietly(tmp_path: Path, capsys, monkeypa
 @pytest.mark.slow  # ~90 s: the OE sweeps expand to thousands of runs (it found ce_cifar10's broken paper scale)
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "grids").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_grid_expands_at_both_scales(path: Path) -> None:
-    from anomalens.experiments.grid import expand
-
     spec = load_grid(path)
     assert expand(spec, str(path))
     if spec.paper:
@@ -355,8 +353,6 @@ def test_every_shipped_grid_expands_at_both_scales(path: Path) -> None:
 
 
 def test_gtsrb_pairs_train_enough_steps_at_cpu_scale_and_the_papers_epochs_at_paper_scale() -> None:
-    from anomalens.experiments.grid import expand
-
     path = Path(__file__).parents[1] / "grids" / "ce_gtsrb.yaml"
     epochs = {scale: {r.config["train"]["normal"]: r.config["train"]["epochs"]
                       for r in expand(load_grid(path, scale=scale, sets=("grid.detector=[bce]",)))}
