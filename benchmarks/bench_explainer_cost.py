@@ -56,6 +56,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
+    if (args.size < 8 or args.size % 4 or args.batch < 2
+            or min(args.channels, args.concepts, args.repeats, args.threads) < 1):
+        parser.error(f"--size must be a multiple of 4 (>= 8; G and the autoencoder halve it twice), --batch >= 2 "
+                     f"and the other counts >= 1; got size {args.size}, batch {args.batch}, channels {args.channels}, "
+                     f"concepts {args.concepts}, repeats {args.repeats}, threads {args.threads}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     shape = (args.channels, args.size, args.size)
