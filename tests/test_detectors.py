@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 from pathlib import Path
 
@@ -119,6 +121,23 @@ def test_batches_are_balanced(glyph_task, monkeypatch) -> None:
     monkeypatch.setattr(detector.objective, "loss", lambda out, y: seen.append(y.clone()) or original(out, y))
     detector.fit(glyph_task, TrainConfig(epochs=1, batch_size=16, max_steps_per_epoch=3, progress=False))
     assert len(seen) == 3 and all(int(y.sum()) == 16 and len(y) == 32 for y in seen)
+
+
+@pytest.mark.parametrize(("epochs", "warned"), [(12, True), (50, False)])
+def test_a_small_normal_set_warns_when_its_epochs_give_few_steps(glyph_task, monkeypatch, caplog, epochs: int,
+                                                                 warned: bool) -> None:
+    # 64 normal images in batches of 32: 2 steps an epoch, so 12 epochs are 24 optimiser steps (< 100)
+    small = dataclasses.replace(glyph_task, train_normal=glyph_task.train_normal[:64])
+    monkeypatch.setattr("anomalens.detectors.training.run_epochs", lambda *args: [])
+    monkeypatch.setattr(logging.getLogger("anomalens"), "propagate", True)  # the CLI's set-up may have stopped it
+    with caplog.at_level(logging.WARNING, logger="anomalens"):
+        OEDetector("bce", small.image_shape).fit(small, TrainConfig(epochs=epochs, batch_size=32, progress=False))
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if warned:
+        assert messages == ["the detector will train only 24 optimiser steps (12 epochs x 2 steps: 64 normal "
+                            "images, batch 32); it may stay near chance. Fix: epochs >= 50"]
+    else:
+        assert messages == []
 
 
 def test_missing_training_anomalies_is_a_clear_error(glyph_task) -> None:
