@@ -141,6 +141,16 @@ def fake_run(out: Path, name: str, train: dict, metrics: dict, explain: dict | N
     grid_state.mark_done(folder, 1.0)
 
 
+def test_ce_table_prints_steps_and_seconds_whole(tmp_path: Path) -> None:
+    out = tmp_path / "grid"
+    for seed, seconds in enumerate((100.4, 102.4)):
+        train = {"dataset": "mnist", "colored": False, "detector": "bce", "normal": "7", "oe": "kmnist", "seed": seed}
+        fake_run(out, f"7-{seed}", train, {"l1_change": 0.08 + seed / 100, "explain_steps": 600,
+                                           "explain_train_seconds": seconds}, {"method": "counterfactual"})
+    md = collect.render(collect.ce_tables(collect.group(collect.finished_runs(out))), "md")
+    assert "| L1 change | Steps | Explainer s |" in md and "| 7 | 0.085 ± 0.005 | 600 ± 0 | 101 ± 1 |" in md
+
+
 def test_collector_mean_std_by_hand(tmp_path: Path) -> None:
     out = tmp_path / "grid"
     values = {"7": [0.9, 0.8, 0.7], "0,1": [0.5, 0.6, 0.7]}

@@ -5,7 +5,8 @@ Runs are grouped by their resolved config minus the seeds. Layouts:
 
 - ``ce``: CE paper Tables 5-24, one table per setting (dataset, detector, ...), one row per normal
   definition, columns ad_auroc, score_distance, cf_auroc, sub_auroc, fid_n, concept_acc,
-  oracle_validity, oracle_kept (columns no run has are left out), and a ``mean`` row;
+  oracle_validity, oracle_accuracy, oracle_kept, l1_change, the explainer's steps and training seconds
+  (columns no run has are left out), and a ``mean`` row;
 - ``oe``: OE paper Table 1, rows = datasets, columns = detectors, ad_auroc averaged over the normal
   classes;
 - ``curve``: OE paper Figures 2-3, ad_auroc against oe_size (``None`` = all), one line per setting,
@@ -37,10 +38,12 @@ from anomalens.experiments.grid import PLAN, RESOLVED, RESULT
 from anomalens.experiments.paper_tables import ce_paper, oe_class_paper, oe_table1_paper, oe_table6_paper
 
 CE_COLUMNS = ("ad_auroc", "score_distance", "cf_auroc", "sub_auroc", "fid_n", "concept_acc", "oracle_validity",
-              "oracle_accuracy", "oracle_kept")
+              "oracle_accuracy", "oracle_kept", "l1_change", "explain_steps", "explain_train_seconds")
 HEADERS = {"ad_auroc": "AD AuROC", "score_distance": "Score distance", "cf_auroc": "CF AuROC",
            "sub_auroc": "Sub. AuROC", "fid_n": "FID_N", "concept_acc": "Concept Acc",
-           "oracle_validity": "Oracle validity", "oracle_accuracy": "Oracle acc.", "oracle_kept": "Oracle kept"}
+           "oracle_validity": "Oracle validity", "oracle_accuracy": "Oracle acc.", "oracle_kept": "Oracle kept",
+           "l1_change": "L1 change", "explain_steps": "Steps", "explain_train_seconds": "Explainer s"}
+WHOLE = ("explain_steps", "explain_train_seconds")  # counts and seconds: printed without decimals
 SEEDS = ("train.seed", "explain.seed")
 FORMATS = ("md", "csv", "latex")
 
@@ -368,9 +371,10 @@ def curve(groups: Sequence[Group], png: Path | None = None, x: str = "oe_size") 
 # -------------------------------------------------------------------------------------- rendering
 
 
-def _cell(s: Stat | None, digits: int, pm: str = "±", paper: str = " [{}]") -> str:
+def _cell(s: Stat | None, digits: int, pm: str = "±", paper: str = " [{}]", column: str = "") -> str:
     if s is None:
         return ""
+    digits = 0 if column in WHOLE else digits
     text = f"{s.mean:.{digits}f} {pm} {s.std:.{digits}f}"
     return text + (paper.format(f"{s.paper:.2f}") if s.paper is not None else "")
 
@@ -382,7 +386,7 @@ def markdown(tables: Sequence[Table], digits: int = 3) -> str:
                 "|" + "---|" * (len(t.columns) + 1)]
         for label, cells in t.rows:
             name = f"**{label}**" if label == "mean" else label
-            out.append("| " + " | ".join([name, *(_cell(cells.get(c), digits) for c in t.columns)]) + " |")
+            out.append("| " + " | ".join([name, *(_cell(cells.get(c), digits, column=c) for c in t.columns)]) + " |")
         out += [""] + [f"_{n}_  " for n in t.notes] + [""]
     return "\n".join(out)
 
@@ -419,7 +423,7 @@ def latex(tables: Sequence[Table], digits: int = 2) -> str:
         for label, cells in t.rows:
             if label == "mean":
                 out.append(r"\midrule")
-            out.append(" & ".join([_tex(label), *(_cell(cells.get(c), digits, r"$\pm$", " ({})")
+            out.append(" & ".join([_tex(label), *(_cell(cells.get(c), digits, r"$\pm$", " ({})", c)
                                                   for c in t.columns)]) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}", *(f"% {n}" for n in t.notes), r"\end{table}", ""]
     return "\n".join(out)
