@@ -370,3 +370,18 @@ def test_gtsrb_pairs_train_enough_steps_at_cpu_scale_and_the_papers_epochs_at_pa
     assert epochs["cpu"]["1,2"] == 60 and epochs["cpu"]["6,32,41,42"] == 30  # 100 images per class locally
     assert epochs["cpu"]["33,34,35,36,37,38,39,40"] == 12
     assert set(epochs["paper"].values()) == {200}
+
+
+def test_a_grids_explainer_steps_keep_the_recipes_warmup_share_as_the_cli_does() -> None:
+    from anomalens.explain.counterfactual import CEConfig
+
+    path = Path(__file__).parents[1] / "grids" / "ce_mnist.yaml"
+    sets = ("grid.normal=[7]", "grid.detector=[bce]")
+
+    def explain(*extra: str) -> dict:
+        (run,) = expand(load_grid(path, sets=(*sets, *extra)))
+        return run.config["explain"]
+
+    assert explain()["warmup_steps"] == CEConfig.recipe("cpu").warmup_steps == 200
+    assert explain("explain.steps=2000")["warmup_steps"] == CEConfig.recipe("cpu", steps=2000).warmup_steps == 667
+    assert explain("explain.steps=2000", "explain.warmup_steps=0")["warmup_steps"] == 0  # an explicit warm-up wins

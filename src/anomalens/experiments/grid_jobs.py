@@ -88,8 +88,9 @@ def resolve_explain(explain: dict[str, Any], seed: int, where: str) -> dict[str,
     if config_cls is not None:
         given = {k: v for k, v in explain.items() if k in config_keys}
         try:
-            start = asdict(config_cls.recipe(options["recipe"])) if method == "counterfactual" else {}
-            config = from_dict(config_cls, {**start, **given, "seed": seed}, f"{where}: explain")
+            # the recipe takes the grid's keys itself, so `explain.steps` keeps its warm-up share as `--steps` does
+            start = asdict(config_cls.recipe(options["recipe"], **given)) if method == "counterfactual" else given
+            config = from_dict(config_cls, {**start, "seed": seed}, f"{where}: explain")
             if hasattr(config, "validate"):
                 config.validate()
         except (TypeError, ValueError) as e:
