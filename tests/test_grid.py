@@ -375,13 +375,15 @@ def test_gtsrb_pairs_train_enough_steps_at_cpu_scale_and_the_papers_epochs_at_pa
 def test_a_grids_explainer_steps_keep_the_recipes_warmup_share_as_the_cli_does() -> None:
     from anomalens.explain.counterfactual import CEConfig
 
-    path = Path(__file__).parents[1] / "grids" / "ce_mnist.yaml"
-    sets = ("grid.normal=[7]", "grid.detector=[bce]")
+    grids = Path(__file__).parents[1] / "grids"
+    sets = ("grid.normal=[red or one]", "grid.detector=[bce]")
 
-    def explain(*extra: str) -> dict:
+    def explain(*extra: str, path: Path = grids / "ce_colored_mnist.yaml") -> dict:
         (run,) = expand(load_grid(path, sets=(*sets, *extra)))
         return run.config["explain"]
 
     assert explain()["warmup_steps"] == CEConfig.recipe("cpu").warmup_steps == 200
+    mnist = explain("grid.normal=[7]", path=grids / "ce_mnist.yaml")  # its file sets both: 2,000 steps, 200 warm-up
+    assert (mnist["steps"], mnist["warmup_steps"]) == (2000, 200)
     assert explain("explain.steps=2000")["warmup_steps"] == CEConfig.recipe("cpu", steps=2000).warmup_steps == 667
     assert explain("explain.steps=2000", "explain.warmup_steps=0")["warmup_steps"] == 0  # an explicit warm-up wins
