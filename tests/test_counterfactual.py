@@ -18,6 +18,7 @@ from anomalens.explain.counterfactual_losses import (
     discretise,
     discriminator_loss,
     generator_losses,
+    target_levels,
 )
 from anomalens.metrics import counterfactual as cfm
 
@@ -179,6 +180,16 @@ def test_bad_config_is_refused():
         CounterfactualExplainer(CEConfig(profile="huge"), SHAPE)
     with pytest.raises(ConfigError, match="unknown explainer recipe"):
         CEConfig.recipe("fast")
+    for weights in ((1, 1), (1, -1, 1), (0, 0, 0)):
+        with pytest.raises(ConfigError, match="level_weights"):
+            CEConfig(level_weights=weights)
+
+
+def test_level_weights_set_how_often_g_trains_towards_each_target_score():
+    uniform = target_levels((1.0, 1.0, 1.0), 30_000, torch.Generator().manual_seed(0))
+    assert torch.equal(uniform, torch.randint(3, (30_000,), generator=torch.Generator().manual_seed(0)))  # the paper's
+    shares = torch.bincount(target_levels((2.0, 1.0, 0.0), 30_000, torch.Generator().manual_seed(0)), minlength=3) / 3e4
+    assert abs(shares[0] - 2 / 3) < 0.02 and abs(shares[1] - 1 / 3) < 0.02 and shares[2] == 0
 
 
 def test_a_shorter_budget_keeps_the_recipes_warmup_share():

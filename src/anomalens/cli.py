@@ -145,6 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     ce.add_argument("--concepts", type=int)
     for name in ("lambda_gan", "lambda_phi", "lambda_rec", "lambda_r", "lr", "phi_noise"):
         ce.add_argument("--" + name.replace("_", "-"), type=float)
+    ce.add_argument("--level-weights", type=float, nargs=3, metavar=("W0", "W05", "W1"),
+                    help="how often G trains towards target score 0 / 0.5 / 1 (default 1 1 1, the paper's)")
     ce.add_argument("--d-every", type=int, help="update the discriminator every n-th step")
     ce.add_argument("--conditional-d", action=argparse.BooleanOptionalAction, default=None)
     ce.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None)
@@ -264,7 +266,7 @@ def _explain(args: argparse.Namespace) -> None:
         explain_images(run_dir, args.images)
         return
     keys = ("profile", "steps", "minutes", "concepts", "lambda_gan", "lambda_phi", "lambda_rec", "lambda_r", "lr",
-            "phi_noise", "d_every", "conditional_d", "bf16", "seed", "generator", "autoencoder")
+            "phi_noise", "level_weights", "d_every", "conditional_d", "bf16", "seed", "generator", "autoencoder")
     options = {k: getattr(args, k) for k in (*keys, "device") if getattr(args, k) is not None}
     cfg = CEConfig.recipe(args.recipe, **options)
     explain_counterfactuals(run_dir, cfg, fid_features=args.fid_features, with_sub_auroc=not args.no_sub_auroc,

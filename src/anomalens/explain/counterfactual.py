@@ -113,6 +113,7 @@ class CEConfig:
     d_every: int = 5  # update D every n-th step (appendix E.1: 5)
     conditional_d: bool = False
     phi_noise: float = 0.0  # std of gaussian noise added to G's output before the detector scores it
+    level_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # how often G trains towards alpha 0 / 0.5 / 1 (paper: uniform)
     warmup_steps: int = 0  # first train G as an autoencoder (every condition reconstructs x), then the GAN
     bf16: bool = False
     channels_last: bool = False
@@ -140,6 +141,10 @@ class CEConfig:
 
     def __post_init__(self) -> None:
         self.betas, self.milestones = tuple(self.betas), tuple(self.milestones)
+        self.level_weights = tuple(float(w) for w in self.level_weights)
+        if len(self.level_weights) != len(ALPHAS) or min(self.level_weights) < 0 or sum(self.level_weights) <= 0:
+            raise ConfigError(f"level_weights needs {len(ALPHAS)} non-negative weights (alpha {ALPHAS}), not all zero; "
+                              f"got {self.level_weights}. Fix: e.g. level_weights [2, 1, 1]")
         if self.profile not in PROFILES:
             raise ConfigError(f"unknown explainer profile {self.profile!r}. Fix: use one of {', '.join(PROFILES)}")
         if self.generator not in GENERATORS:

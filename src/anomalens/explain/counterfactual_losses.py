@@ -22,6 +22,14 @@ def discretise(scores: Tensor) -> Tensor:
     return (scores.float()[:, None] - levels).abs().argmin(1)
 
 
+def target_levels(weights: tuple[float, ...], n: int, generator: torch.Generator) -> Tensor:
+    """Indices into ALPHAS for a batch of ``n``: uniform as in the paper, or weighted to train the
+    counterfactual direction (alpha 0) more often than the others."""
+    if len(set(weights)) == 1:
+        return torch.randint(len(ALPHAS), (n,), generator=generator)
+    return torch.multinomial(torch.tensor(weights), n, replacement=True, generator=generator)
+
+
 def anomaly_pool(data: ADData) -> Tensor | None:
     """The anomalous side of each batch: OE and known anomalies together (None when there are none,
     e.g. Deep SVDD without OE; G then learns from normal samples and their pseudo-anomalies)."""
@@ -44,7 +52,7 @@ def generator_losses(explainer, detector, x: Tensor, generator: torch.Generator,
     n = len(x)
     with torch.no_grad(), autocast:
         own = discretise(detector.score(x))
-    level = torch.randint(len(ALPHAS), (n,), generator=generator).to(x.device)
+    level = target_levels(cfg.level_weights, n, generator).to(x.device)
     concept = torch.randint(cfg.concepts, (n,), generator=generator).to(x.device)
     alpha = torch.tensor(ALPHAS, device=x.device)[level]
     with autocast:
