@@ -24,7 +24,8 @@ def discretise(scores: Tensor) -> Tensor:
 
 def target_levels(weights: tuple[float, ...], n: int, generator: torch.Generator) -> Tensor:
     """Indices into ALPHAS for a batch of ``n``: uniform as in the paper, or weighted to train the
-    counterfactual direction (alpha 0) more often than the others."""
+    counterfactual direction (alpha 0) more often than the others. Equal weights draw with ``randint``
+    as before the option existed, so runs measured then replay step for step from their seed."""
     if len(set(weights)) == 1:
         return torch.randint(len(ALPHAS), (n,), generator=generator)
     return torch.multinomial(torch.tensor(weights), n, replacement=True, generator=generator)
