@@ -385,5 +385,9 @@ def test_a_grids_explainer_steps_keep_the_recipes_warmup_share_as_the_cli_does()
     assert explain()["warmup_steps"] == CEConfig.recipe("cpu").warmup_steps == 200
     mnist = explain("grid.normal=[7]", path=grids / "ce_mnist.yaml")  # its file sets both: 2,000 steps, 200 warm-up
     assert (mnist["steps"], mnist["warmup_steps"]) == (2000, 200)
+    # at paper scale those two are the cpu recipe's tuning, so the paper recipe's own budget replaces them
+    (paper,) = expand(load_grid(grids / "ce_mnist.yaml", scale="paper", sets=(*sets[1:], "grid.normal=[7]", "seeds=1")))
+    assert (paper.config["explain"]["steps"], paper.config["explain"]["warmup_steps"]) == (33_000, 0)
+    assert paper.config["explain"]["oracle_limit"] is None and paper.config["explain"]["profile"] == "paper"
     assert explain("explain.steps=2000")["warmup_steps"] == CEConfig.recipe("cpu", steps=2000).warmup_steps == 667
     assert explain("explain.steps=2000", "explain.warmup_steps=0")["warmup_steps"] == 0  # an explicit warm-up wins

@@ -163,12 +163,26 @@ def with_scale(spec: GridFile, scale: str, source: str = "grid") -> GridFile:
         raise ConfigError(f"{source}: no paper: block, so no paper-scale recipe. Fix: add one or use --scale cpu")
     data = asdict(spec)
     paper = data.pop("paper")
+    data["explain"] = _without_other_recipes_tuning(data["explain"], paper.get("explain"))
     for key in ("base", "grid", "explain"):
         if key in paper:
             data[key] = {**(data[key] or {}), **paper[key]}
     data["seeds"] = paper.get("seeds", data["seeds"])
     data["overrides"] = data["overrides"] + paper.get("overrides", [])
     return from_dict(GridFile, data, f"{source} (paper scale)")
+
+
+def _without_other_recipes_tuning(explain: dict[str, Any] | None, paper: dict[str, Any] | None) -> dict | None:
+    """The CPU explain block minus the keys its counterfactual recipe sets, when the paper block names
+    another recipe: the CPU budget (``steps: 2000``) is tuning of the ``cpu`` recipe, not of ``paper``."""
+    if not explain or not paper or explain.get("method") != "counterfactual":
+        return explain
+    recipe = explain.get("recipe", "cpu")
+    if paper.get("recipe", recipe) == recipe:
+        return explain
+    from anomalens.explain.counterfactual import RECIPES
+
+    return {key: value for key, value in explain.items() if key not in RECIPES.get(recipe, {})}
 
 
 def with_sets(spec: GridFile, sets: tuple[str, ...], source: str = "grid") -> GridFile:
