@@ -376,15 +376,16 @@ def test_a_grids_explainer_steps_keep_the_recipes_warmup_share_as_the_cli_does()
     from anomalens.explain.counterfactual import CEConfig
 
     grids = Path(__file__).parents[1] / "grids"
-    sets = ("grid.normal=[red or one]", "grid.detector=[bce]")
+    sets = ("grid.normal=['0']", "grid.detector=[bce]")
 
-    def explain(*extra: str, path: Path = grids / "ce_colored_mnist.yaml") -> dict:
+    def explain(*extra: str, path: Path = grids / "ce_cifar10.yaml") -> dict:  # a file that sets no budget
         (run,) = expand(load_grid(path, sets=(*sets, *extra)))
         return run.config["explain"]
 
     assert explain()["warmup_steps"] == CEConfig.recipe("cpu").warmup_steps == 200
-    mnist = explain("grid.normal=[7]", path=grids / "ce_mnist.yaml")  # its file sets both: 2,000 steps, 200 warm-up
-    assert (mnist["steps"], mnist["warmup_steps"]) == (2000, 200)
+    for name, normal in (("ce_mnist", "7"), ("ce_colored_mnist", "red or one"), ("ce_gtsrb", "'1,2'")):
+        tuned = explain(f"grid.normal=[{normal}]", path=grids / f"{name}.yaml")  # these files set 2,000 / 200
+        assert (tuned["steps"], tuned["warmup_steps"]) == (2000, 200), name
     # at paper scale those two are the cpu recipe's tuning, so the paper recipe's own budget replaces them
     (paper,) = expand(load_grid(grids / "ce_mnist.yaml", scale="paper", sets=(*sets[1:], "grid.normal=[7]", "seeds=1")))
     assert (paper.config["explain"]["steps"], paper.config["explain"]["warmup_steps"]) == (33_000, 0)
