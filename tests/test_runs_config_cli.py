@@ -267,3 +267,10 @@ def test_cli_train_aexad_on_defects_writes_pixel_metrics(tmp_path: Path) -> None
     assert (out / "explain" / "heatmap" / "overlays.png").is_file()
     assert "| mean + 1 std |" in (out / "explain" / "heatmap" / "report.md").read_text()
     assert cli.main(["explain", str(tmp_path)]) == 2  # not a run folder: a clear error, no traceback
+
+
+def test_demo_rejects_a_bad_step_budget_before_training(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["demo", "--steps", "0", "--out", str(tmp_path / "demo")])
+    assert exited.value.code == 2 and "Fix: a whole number >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()  # nothing was trained or written

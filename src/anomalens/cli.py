@@ -36,9 +36,20 @@ EXAMPLES = {
                "  anomalens explain --detector det.safetensors --dataset mnist --normal 7 --oe kmnist "
                "--method counterfactual --out runs/ce",
     "list": "examples:\n  anomalens list\n  anomalens list --json",
-    "demo": "examples:\n  anomalens demo\n  anomalens demo --out runs/my-demo --seed 3",
+    "demo": "examples:\n  anomalens demo\n  anomalens demo --out runs/my-demo --seed 3\n"
+            "  anomalens demo --steps 300   # a quicker, less valid look on a CPU without native bfloat16",
 }
 
+
+def _step_count(text: str) -> int:
+    """argparse type for a step budget: a bad value fails before minutes of training, not after."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a step count. Fix: a whole number >= 1, e.g. 300")
+    return value
 
 def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
@@ -176,6 +187,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quick", action="store_true", help="a smoke run in under a minute; its numbers mean nothing")
+    demo.add_argument("--steps", type=_step_count, default=1200,
+                      help="explainer steps (default 1200, the measured budget for its targets; 300 for a quick look)")
     demo.add_argument("--device", choices=DEVICES, default="auto", help="auto (default): CUDA, then MPS, then CPU")
 
     listing = commands.add_parser("list", help="the registered detectors and explanation methods")
@@ -329,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo":
             from anomalens.demo import DemoConfig, run_demo
 
-            run_demo(args.out, DemoConfig(seed=args.seed, quick=args.quick, device=args.device))
+            run_demo(args.out, DemoConfig(seed=args.seed, quick=args.quick, device=args.device,
+                                          explainer_steps=args.steps))
         elif args.data_command == "list":
             from anomalens.data.catalog import catalog_rows
 
