@@ -274,3 +274,15 @@ def test_demo_rejects_a_bad_step_budget_before_training(tmp_path: Path, capsys) 
         cli.main(["demo", "--steps", "0", "--out", str(tmp_path / "demo")])
     assert exited.value.code == 2 and "Fix: a whole number >= 1" in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()  # nothing was trained or written
+
+
+def test_demo_steps_flag_sets_the_explainer_budget_and_its_absence_keeps_the_demos_own(tmp_path: Path) -> None:
+    from unittest import mock
+
+    from anomalens.demo import DemoConfig
+
+    with mock.patch("anomalens.demo.run_demo") as run_demo:
+        assert cli.main(["demo", "--out", str(tmp_path / "a")]) == 0
+        assert run_demo.call_args.args[1].explainer_steps == DemoConfig().explainer_steps == 1200
+        assert cli.main(["demo", "--steps", "300", "--out", str(tmp_path / "b")]) == 0
+        assert run_demo.call_args.args[1].explainer_steps == 300

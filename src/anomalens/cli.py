@@ -51,6 +51,7 @@ def _step_count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a step count. Fix: a whole number >= 1, e.g. 300")
     return value
 
+
 def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -187,8 +188,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quick", action="store_true", help="a smoke run in under a minute; its numbers mean nothing")
-    demo.add_argument("--steps", type=_step_count, default=1200,
-                      help="explainer steps (default 1200, the measured budget for its targets; 300 for a quick look)")
+    demo.add_argument("--steps", type=_step_count,
+                      help="explainer steps (default: the demo's measured budget, 1,200; 300 for a quick look)")
     demo.add_argument("--device", choices=DEVICES, default="auto", help="auto (default): CUDA, then MPS, then CPU")
 
     listing = commands.add_parser("list", help="the registered detectors and explanation methods")
@@ -342,8 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo":
             from anomalens.demo import DemoConfig, run_demo
 
-            run_demo(args.out, DemoConfig(seed=args.seed, quick=args.quick, device=args.device,
-                                          explainer_steps=args.steps))
+            budget = {} if args.steps is None else {"explainer_steps": args.steps}  # DemoConfig owns the default
+            run_demo(args.out, DemoConfig(seed=args.seed, quick=args.quick, device=args.device, **budget))
         elif args.data_command == "list":
             from anomalens.data.catalog import catalog_rows
 
