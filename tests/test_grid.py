@@ -87,6 +87,8 @@ def test_expansion_and_hashing(tmp_path: Path) -> None:
     ({"grid": {"normal": "3"}}, "grid: normal: expected a non-empty list"),
     ({"grid": {"detector": ["hsc", "svm"]}}, "run detector=svm.*unknown detector 'svm'"),
     ({"base": {**TINY, "dataset": "mnits"}}, "dataset: unknown dataset 'mnits'"),
+    ({"base": {**TINY, "oe": "glyph_letters@val"}}, r"oe: OE 'glyph_letters@val'.*NAME@SPLIT"),
+    ({"base": {**TINY, "oe": "glyph_letters@test+kmnst"}}, "oe: unknown dataset 'kmnst'"),
     ({"base": {**TINY, "seed": 1}}, "seed is not a grid or base key.*seeds"),
     ({"seeds": 0}, "seeds: 0 runs nothing"),
     ({"explain": {"method": "counterfactual", "stepz": 5}}, r"explain \(counterfactual\): unknown key\(s\) \['stepz"),

@@ -158,3 +158,22 @@ def test_oe_from_several_sources(split) -> None:
     pool = torch.cat([scenarios.match_format(a.images, (1, 6, 6)), scenarios.match_format(b.images, (1, 6, 6))])
     index = scenarios.oe_indices(50, 10, 2)
     assert torch.equal(data.train_oe, pool[np.sort(index)])
+
+
+def test_oe_spec_names_splits(monkeypatch: pytest.MonkeyPatch) -> None:
+    # "name@split" draws one OE set from a named split, so both splits of a set can be OE together
+    from anomalens.data import catalog, synthetic
+
+    assert scenarios.oe_sources("kmnist+glyph_letters") == [("kmnist", None), ("glyph_letters", None)]
+    assert scenarios.oe_sources("tinyimagenet@train+tinyimagenet@test") == [("tinyimagenet", "train"),
+                                                                           ("tinyimagenet", "test")]
+    for bad in ("tinyimagenet@val", "kmnist+", "@test"):
+        with pytest.raises(ScenarioError, match="NAME@SPLIT"):
+            scenarios.oe_sources(bad)
+    monkeypatch.setattr(synthetic, "_SPLITS", {"train": (0, 300), "test": (1, 100)})
+    monkeypatch.setattr(catalog, "_cached_builtin", functools.lru_cache(maxsize=8)(catalog._cached_builtin.__wrapped__))
+    train_only = scenarios.build("glyphs", 3, oe="glyph_letters", seed=0).train_oe
+    test_only = scenarios.build("glyphs", 3, oe="glyph_letters@test", seed=0).train_oe
+    both = scenarios.build("glyphs", 3, oe="glyph_letters@train+glyph_letters@test", seed=0).train_oe
+    assert len(train_only) == 300 and len(test_only) == 100 and len(both) == 400
+    assert not torch.equal(train_only[:100], test_only)

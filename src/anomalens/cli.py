@@ -89,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--normal", help="normal class(es) '7' or '1,3', or a rule 'red or one'")
     train.add_argument("--detector", choices=detector_names(),
                        help="ae and flow are the reconstruction and normalising-flow detectors AR-Pro repairs")
-    train.add_argument("--oe", help="Outlier-Exposure dataset, e.g. kmnist, kmnist+glyph_letters, confetti")
+    train.add_argument("--oe", help="Outlier-Exposure dataset, e.g. kmnist, kmnist+glyph_letters, confetti; "
+                       "name@split picks a split (tinyimagenet@train+tinyimagenet@test)")
     train.add_argument("--oe-size", type=int, help="number of OE images (default: all)")
     train.add_argument("--known-anomalies", help="rule selecting labelled training anomalies, e.g. blue")
     train.add_argument("--known-size", type=int)

@@ -355,6 +355,20 @@ def choose_oe_classes(pools: Sequence[LabeledImages], count: int | None, seed: i
             for index, pool in enumerate(pools) if any(i == index for i, _ in chosen)]
 
 
+def oe_sources(oe: str) -> list[tuple[str, str | None]]:
+    """The (dataset, split) pairs of an OE spec: ``"kmnist+glyph_letters"`` is two sets, each from its
+    default split; ``"tinyimagenet@train+tinyimagenet@test"`` names the splits, so that both splits of
+    one set can serve as OE (more, more varied outliers). Raises ScenarioError on a malformed part."""
+    sources = []
+    for part in oe.split("+"):
+        name, at, split = part.strip().partition("@")
+        if not name or (at and split not in catalog.SPLITS):
+            raise ScenarioError(f"OE {oe!r}: {part!r} is not NAME or NAME@SPLIT with SPLIT in "
+                                f"{list(catalog.SPLITS)}. Fix: e.g. oe: tinyimagenet@train+tinyimagenet@test")
+        sources.append((name, split or None))
+    return sources
+
+
 def build(dataset: str, normal: str | int | Sequence[int | str], *, colored: bool = False,
           oe: str | None = None, oe_size: int | None = None, oe_split: str | None = None,
           known_anomalies: str | int | Sequence[int | str] | None = None, known_size: int | None = None,
@@ -366,7 +380,8 @@ def build(dataset: str, normal: str | int | Sequence[int | str], *, colored: boo
     pastes random colour blocks on normal training images);
     ``build("mnist", "red or one", colored=True, oe="emnist")`` is Colored-MNIST. ``oe_classes=k``
     draws the OE images from k seeded classes of the OE set (``choose_oe_classes``).
-    The OE split defaults to ``train`` when present, else ``test`` (shared/data's KMNIST).
+    The OE split defaults to ``train`` when present, else ``test`` (shared/data's KMNIST); ``oe_split``
+    sets it for every OE set, ``oe="tinyimagenet@test"`` for one (``oe_sources``).
     """
     train, test = catalog.load(dataset, "train", data_root), catalog.load(dataset, "test", data_root)
     if colored:
@@ -378,8 +393,9 @@ def build(dataset: str, normal: str | int | Sequence[int | str], *, colored: boo
         data = with_generated_oe(data, oe, oe_size, seed)
     elif oe is not None:
         pools = []
-        for name in oe.split("+"):  # "kmnist+glyph_letters": the union of several OE sets
-            split = oe_split or ("train" if "train" in catalog.available_splits(name, data_root) else "test")
+        for name, named_split in oe_sources(oe):  # "kmnist+glyph_letters": the union of several OE sets
+            split = named_split or oe_split or (
+                "train" if "train" in catalog.available_splits(name, data_root) else "test")
             pool = _drop_cifar10_overlap(catalog.load(name, split, data_root), catalog.get_spec(dataset).name)
             if colored and pool.images.shape[-1] == 1:
                 pool = colored_variant(pool, seed + 2)

@@ -317,8 +317,13 @@ def resolve(train: dict[str, Any], explain: dict[str, Any] | None, seed: int, wh
 
 def _check_names(job: TrainJob, where: str) -> None:
     from anomalens.data import catalog
+    from anomalens.data.scenarios import oe_sources
 
-    for key, names in (("dataset", [job.dataset]), ("oe", job.oe.split("+") if job.oe else [])):
+    try:
+        oe_names = [name for name, _ in oe_sources(job.oe)] if job.oe else []
+    except AnomalensError as e:
+        raise ConfigError(f"{where}: oe: {e}") from e
+    for key, names in (("dataset", [job.dataset]), ("oe", oe_names)):
         for name in names:
             if key == "oe" and name == "confetti":
                 continue
@@ -453,17 +458,20 @@ def _check_data(runs: list[PlannedRun]) -> None:
     """Refuse a grid whose datasets are missing here, before any run starts (local launcher only:
     on a cluster the nodes hold the data)."""
     from anomalens.data import catalog
+    from anomalens.data.scenarios import oe_sources
 
     needed = {}
     for run in runs:
         train = run.config["train"]
-        needed.setdefault(("dataset", train["dataset"]), train["data_root"])
-        for oe in train["oe"].split("+") if train["oe"] else []:
+        needed.setdefault(("dataset", train["dataset"], None), train["data_root"])
+        for oe, split in oe_sources(train["oe"]) if train["oe"] else []:
             if oe != "confetti":  # generated from the normal images
-                needed.setdefault(("oe", oe), train["data_root"])
-    for (key, name), root in needed.items():
-        if not catalog.available_splits(name, root):
-            raise ConfigError(f"{key}: {name!r} is not on this machine. Fix: `anomalens data download {name}` or "
+                needed.setdefault(("oe", oe, split), train["data_root"])
+    for (key, name, split), root in needed.items():
+        available = catalog.available_splits(name, root)
+        if not available or (split is not None and split not in available):
+            what = f"{name!r}" + (f" ({split} split)" if split else "")
+            raise ConfigError(f"{key}: {what} is not on this machine. Fix: `anomalens data download {name}` or "
                               "point ANOMALENS_DATA (or base: data_root) at it; `anomalens data list` shows where "
                               "it is looked for")
 
